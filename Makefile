@@ -1,0 +1,34 @@
+# herdtrace: two commands for a new Linux machine (as root):
+#   make demo   set up, then run the default bench on the built-in lab
+#   make test   set up, then run the whole test suite (unit, integration, ruff, mypy)
+VENV := .venv
+PY := $(VENV)/bin/python
+HT := $(VENV)/bin/herdtrace
+DEMO_DIR ?= herdtrace-demo
+
+.PHONY: setup demo test unit lint bench-perf schema clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(HT) bench -o $(DEMO_DIR) --force
+
+test: setup
+	$(PY) -m pytest tests
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+lint: setup
+	$(PY) -m ruff check herdtrace tests benchmarks
+	$(PY) -m mypy
+
+bench-perf: setup
+	$(PY) -m benchmarks.perf
+
+schema:
+	$(PY) -m herdtrace.schema
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

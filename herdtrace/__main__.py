@@ -1,0 +1,3 @@
+from herdtrace.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""bench: the seed experiment, every mode, side by side."""

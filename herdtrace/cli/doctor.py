@@ -1,0 +1,36 @@
+"""`herdtrace doctor`: one line per check, with the fix; non-zero when recording cannot work."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+MARK = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}
+
+
+def doctor_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+) -> None:
+    """Check that this machine can record: privileges, BPF, tracefs, tracepoints, headers, bcc."""
+    from herdtrace import doctor
+
+    results = doctor.run_checks()
+    if as_json:
+        typer.echo(json.dumps(doctor.as_json(results), indent=2))
+    else:
+        from rich.console import Console
+
+        console = Console(highlight=False, soft_wrap=True)
+        for r in results:
+            fix = f" -> fix: {r.fix}" if r.status != doctor.OK and r.fix else ""
+            console.print(f"{MARK[r.status]} {r.name}: {r.detail}{fix}")
+        verdict = "recording can work" if doctor.can_record(results) else "recording cannot work"
+        console.print(f"herdtrace doctor: {verdict}")
+    if not doctor.can_record(results):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("doctor")(doctor_command)

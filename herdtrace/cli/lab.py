@@ -1,0 +1,66 @@
+"""`herdtrace lab serve|load`: the herd lab server and its load generator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from herdtrace.workloads.modes import HERD_MODE, MODES
+
+MODE_HELP = "Wakeup mode: " + ", ".join(MODES) + "."
+
+
+def serve_command(
+    mode: Annotated[str, typer.Option("--mode", "-m", help=MODE_HELP)] = HERD_MODE,
+    workers: Annotated[int, typer.Option("--workers", "-n", help="Number of workers.")] = 4,
+    threads: Annotated[bool, typer.Option("--threads", help="Workers as threads (default: forked processes).")] = False,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port (0: any free port).")] = 8080,
+    backlog: Annotated[int, typer.Option(help="listen() backlog.")] = 511,
+    stats: Annotated[Path | None, typer.Option(help="Write the ground truth (per-worker counts) here as JSON on exit.")] = None,
+) -> None:
+    """Serve HTTP/1.0 with N workers waiting in MODE until SIGINT/SIGTERM."""
+    from herdtrace.workloads.server import ServerOptions, serve
+
+    serve(ServerOptions(mode=mode, workers=workers, threads=threads, host=host, port=port,
+                        backlog=backlog), stats)
+
+
+def load_command(
+    port: Annotated[int, typer.Option("--port", "-p", help="Server port on loopback.")] = 8080,
+    host: Annotated[str, typer.Option(help="Loopback address.")] = "127.0.0.1",
+    rate: Annotated[float | None, typer.Option(help="Open loop: new connections per second.")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="Closed loop: connections in flight.")] = None,
+    connections: Annotated[int | None, typer.Option("--connections", "-k", help="Stop after this many connections.")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", "-d", help="Stop starting connections after this many seconds.")] = None,
+    timeout: Annotated[float, typer.Option(help="Per-connection timeout, seconds.")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Drive the lab (or any loopback HTTP server) with one connection per request."""
+    from herdtrace.workloads.load import LoadOptions, run_load
+
+    result = run_load(LoadOptions(port=port, host=host, rate=rate, concurrency=concurrency,
+                                  connections=connections, duration=duration, timeout=timeout))
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    lat = result.latency_ms
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    typer.echo(
+        f"{result.loop} loop: {result.completed}/{result.started} completed, {result.errors} errors "
+        f"{result.error_kinds or ''} in {result.duration_s:.2f}s = {result.throughput_rps:.0f} req/s\n"
+        f"latency ms: p50 {fmt(lat['p50'])}  p90 {fmt(lat['p90'])}  p99 {fmt(lat['p99'])}  "
+        f"max {fmt(lat['max'])}"
+    )
+
+
+def register(app: typer.Typer, group_cls: type[TyperGroup]) -> None:
+    lab = typer.Typer(cls=group_cls, no_args_is_help=True,
+                      help="The herd lab: a server in every wakeup mode and a load generator.")
+    lab.command("serve")(serve_command)
+    lab.command("load")(load_command)
+    app.add_typer(lab, name="lab")

@@ -1,0 +1,55 @@
+"""`herdtrace record`: trace a running server (--pid) or a command (-- CMD)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+
+def default_output() -> Path:
+    return Path(f"herdtrace-{dt.datetime.now():%Y%m%d-%H%M%S}.parquet")
+
+
+def record_command(
+    ctx: typer.Context,
+    pid: Annotated[list[int] | None, typer.Option("--pid", "-p", help="Process to trace, with its threads and children (repeatable).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Recording file [default: herdtrace-<timestamp>.parquet].")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", "-d", help="Seconds to record (default: until Ctrl-C/SIGTERM or the target exits).")] = None,
+    buffer_pages: Annotated[int, typer.Option(help="Ring buffer size in pages (power of two).")] = 1024,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the output file.")] = False,
+    print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
+) -> None:
+    """Record every wakeup of the target's threads, with its cause and outcome."""
+    from herdtrace.collectors.bpf_collector import RecordOptions, record
+    from herdtrace.probes import program
+
+    probe = program.ProbeOptions(ringbuf_pages=buffer_pages)
+    if print_bpf:
+        typer.echo(program.source_text(program.plan(probe)))
+        return
+    opts = RecordOptions(
+        output=output or default_output(), pids=tuple(pid or ()), command=tuple(ctx.args),
+        duration=duration, probe=probe, force=force,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    summary = record(opts, stop, on_ready=lambda line: print(line, file=sys.stderr, flush=True))
+    typer.echo(summary.line(), err=True)
+    if summary.lost_events:
+        typer.echo(f"herdtrace: warning: {summary.lost_events} events lost (ring buffer full): "
+                   "raise --buffer-pages", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "record",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+    )(record_command)

@@ -1,0 +1,324 @@
+"""`herdtrace record` on Linux: load the probes, drain the ring buffer, write a recording."""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from herdtrace import __version__
+from herdtrace.collectors import targets
+from herdtrace.collectors.writer import RecordingWriter, check_output
+from herdtrace.errors import HerdtraceError
+from herdtrace.probes import program
+from herdtrace.schema import EVENT_DTYPE, EVENT_SIZE, SCHEMA_VERSION, Kind, Outcome
+
+# Order of the kernel's per-CPU `counters` array (CNT_* in herd.bpf.c).
+COUNTERS = ("lost_events", "threads_untraced", "wakings_merged")
+EAGAIN = 11
+READY_LINE = "herdtrace: recording"
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    output: Path
+    pids: tuple[int, ...] = ()
+    command: tuple[str, ...] = ()
+    duration: float | None = None
+    probe: program.ProbeOptions = field(default_factory=program.ProbeOptions)
+    force: bool = False
+    flush_rows: int = 65536
+    flush_interval_s: float = 1.0
+
+    def validate(self) -> None:
+        if bool(self.pids) == bool(self.command):
+            raise HerdtraceError("give --pid PID (repeatable) or -- COMMAND ARGS, not both")
+        if self.duration is not None and self.duration <= 0:
+            raise HerdtraceError(f"--duration must be positive, got {self.duration}")
+        check_output(self.output, self.force)
+        targets.require_alive(self.pids)
+
+
+@dataclass
+class RecordSummary:
+    output: Path
+    duration_s: float
+    wakeups: int
+    accepts: int
+    accept_eagain: int
+    connections: int
+    threads: int
+    lost_events: int
+    rows: int
+    stop_reason: str
+
+    def line(self) -> str:
+        return (
+            f"herdtrace: {self.duration_s:.1f}s, {self.wakeups} wakeups, {self.accepts} accepts, "
+            f"{self.accept_eagain} EAGAINs, {self.connections} connections, "
+            f"lost {self.lost_events} -> {self.output}"
+        )
+
+
+class _Tally:
+    """Running counts over everything written, for the summary line."""
+
+    def __init__(self) -> None:
+        self.by_kind = np.zeros(8, dtype=np.int64)
+        self.accepts = 0
+        self.eagain = 0
+
+    def add(self, ev: np.ndarray) -> None:
+        self.by_kind += np.bincount(ev["kind"], minlength=8)[:8]
+        acc = ev["kind"] == Kind.ACCEPT
+        self.accepts += int(np.count_nonzero(acc & (ev["ret"] >= 0)))
+        self.eagain += int(np.count_nonzero(acc & (ev["ret"] == -EAGAIN)))
+
+
+def outcome_of(returned: bool, accepts: int, eagains: int) -> Outcome:
+    if not returned:
+        return Outcome.UNRESOLVED
+    if accepts:
+        return Outcome.ACCEPTED
+    if eagains:
+        return Outcome.EAGAIN
+    return Outcome.OTHER
+
+
+class Recorder:
+    def __init__(self, opts: RecordOptions) -> None:
+        self.opts = opts
+        self.plan: program.ProbePlan | None = None
+        self.chunks: list[bytes] = []
+        self.tally = _Tally()
+        self.bpf: Any = None
+        self.writer: RecordingWriter | None = None
+        self.command: targets.GatedCommand | None = None
+        self.traced_at_start: list[targets.ThreadInfo] = []
+        self.listen_ports: set[int] = set()
+        self.cmdlines = {str(p): _cmdline(p) for p in opts.pids}
+
+    # ---- set-up -------------------------------------------------------------
+    def _on_event(self, _ctx: Any, data: int, size: int) -> None:
+        self.chunks.append(ctypes.string_at(data, size))
+
+    def _trace(self, infos: list[targets.ThreadInfo], now_ns: int) -> None:
+        table = self.bpf["traced"]
+        for info in infos:
+            leaf = table.Leaf()
+            leaf.fork_ts = now_ns
+            leaf.tgid = info.tgid
+            leaf.parent = info.parent
+            table[table.Key(info.tid)] = leaf
+
+    def _trace_ports(self, ports: set[int]) -> None:
+        table = self.bpf["listen_ports"]
+        for port in ports - self.listen_ports:
+            table[table.Key(port)] = table.Leaf(1)
+        self.listen_ports |= ports
+
+    def _attach_pids(self, start_ns: int) -> None:
+        seen: dict[int, targets.ThreadInfo] = {}
+        # Twice: a thread created by a not-yet-traced thread during the first pass is
+        # caught by the second; after that the kernel follows forks itself.
+        for _ in range(2):
+            procs = targets.descendants(self.opts.pids)
+            fresh = [t for t in targets.threads_of(procs) if t.tid not in seen]
+            self._trace(fresh, start_ns)
+            seen.update({t.tid: t for t in fresh})
+            self._trace_ports(targets.listening_ports(procs))
+        self.traced_at_start = list(seen.values())
+
+    def _initial_thread_rows(self, start_ns: int) -> np.ndarray:
+        rows = np.zeros(len(self.traced_at_start), dtype=EVENT_DTYPE)
+        for i, info in enumerate(self.traced_at_start):  # once, at start: threads, not events
+            rows[i]["kind"] = Kind.THREAD
+            rows[i]["ts"] = start_ns
+            rows[i]["tid"] = info.tid
+            rows[i]["tgid"] = info.tgid
+            rows[i]["other_tid"] = info.parent
+            rows[i]["comm"] = info.comm.encode()[:16]
+        return rows
+
+    # ---- the loop -------------------------------------------------------------
+    def _flush(self) -> None:
+        if not self.chunks:
+            return
+        blob = b"".join(self.chunks)
+        self.chunks.clear()
+        ev = np.frombuffer(blob, dtype=EVENT_DTYPE)
+        self._write(ev)
+
+    def _write(self, ev: np.ndarray) -> None:
+        assert self.writer is not None
+        self.writer.write(ev)
+        self.tally.add(ev)
+
+    def _target_gone(self) -> bool:
+        if self.command is not None:
+            return self.command.poll() is not None
+        return not any(targets.is_alive(p) for p in self.opts.pids)
+
+    def _pending_wakeups(self) -> np.ndarray:
+        """Wakeups still open in the kernel when recording stops."""
+        rows = []
+        for _, leaf in self.bpf["traced"].items():
+            if not leaf.pending:
+                continue
+            w = leaf.wakeup
+            row = np.frombuffer(bytes(w), dtype=EVENT_DTYPE).copy()
+            row["outcome"] = outcome_of(bool(leaf.returned), w.accepts, w.eagains)
+            rows.append(row)
+        return np.concatenate(rows) if rows else np.zeros(0, dtype=EVENT_DTYPE)
+
+    def _counters(self) -> dict[str, list[int]]:
+        table = self.bpf["counters"]
+        return {name: [int(v) for v in table[table.Key(i)]] for i, name in enumerate(COUNTERS)}
+
+    def run(
+        self, stop: threading.Event, on_ready: Callable[[str], None] | None = None
+    ) -> RecordSummary:
+        opts = self.opts
+        opts.validate()
+        self.plan = program.plan(opts.probe)
+        if opts.command:
+            self.command = targets.GatedCommand(opts.command)
+        try:
+            self.bpf = program.load(self.plan)
+        except HerdtraceError:
+            if self.command is not None:
+                os.kill(self.command.pid, 9)
+                self.command.wait()
+            raise
+        if self.bpf["events"] is None or EVENT_SIZE != ctypes.sizeof(self.bpf["traced"].Leaf().wakeup):
+            raise HerdtraceError("the loaded program's event struct does not match the schema")
+        start_ns = time.monotonic_ns()
+        start_wall = time.time_ns()
+        if self.command is not None:
+            self.traced_at_start = [targets.ThreadInfo(self.command.pid, self.command.pid,
+                                                       os.getpid(), opts.command[0][:15])]
+            self._trace(self.traced_at_start, start_ns)
+        else:
+            self._attach_pids(start_ns)
+        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.writer = RecordingWriter(opts.output)
+        self._write(self._initial_thread_rows(start_ns))
+        if self.command is not None:
+            self.command.release()
+        if on_ready:
+            what = " ".join(opts.command) if opts.command else f"pid {', '.join(map(str, opts.pids))}"
+            on_ready(f"{READY_LINE} {len(self.traced_at_start)} threads of {what} "
+                     f"-> {opts.output} (Ctrl-C to stop)")
+        reason = self._loop(stop, start_ns)
+        return self._finish(start_ns, start_wall, reason)
+
+    def _loop(self, stop: threading.Event, start_ns: int) -> str:
+        opts = self.opts
+        last_flush = time.monotonic()
+        last_check = 0.0
+        while True:
+            self.bpf.ring_buffer_poll(100)
+            now = time.monotonic()
+            if len(self.chunks) >= opts.flush_rows or now - last_flush >= opts.flush_interval_s:
+                self._flush()
+                last_flush = now
+            if stop.is_set():
+                return "signal"
+            if opts.duration is not None and time.monotonic_ns() - start_ns >= opts.duration * 1e9:
+                return "duration"
+            if now - last_check >= 0.1:
+                last_check = now
+                if self._target_gone():
+                    return "target exited"
+
+    def _finish(self, start_ns: int, start_wall: int, reason: str) -> RecordSummary:
+        assert self.writer is not None
+        # Detach first so the kernel state is final, then drain, then close open wakeups.
+        for tp in list(self.bpf.tracepoint_fds):
+            self.bpf.detach_tracepoint(tp)
+        self.bpf.ring_buffer_consume()
+        self._flush()
+        self._write(self._pending_wakeups())
+        end_ns = time.monotonic_ns()
+        counters = self._counters()
+        lost = sum(counters["lost_events"])
+        meta = self._metadata(start_ns, end_ns, start_wall, reason, counters)
+        self.writer.close(meta)
+        self.bpf.cleanup()
+        if self.command is not None and reason != "target exited":
+            self.command.terminate()
+            self.command.wait()
+        t = self.tally
+        return RecordSummary(
+            output=self.opts.output, duration_s=(end_ns - start_ns) / 1e9,
+            wakeups=int(t.by_kind[Kind.WAKEUP]), accepts=t.accepts, accept_eagain=t.eagain,
+            connections=int(t.by_kind[Kind.CONN]), threads=int(t.by_kind[Kind.THREAD]),
+            lost_events=lost, rows=self.writer.rows, stop_reason=reason,
+        )
+
+    def _metadata(
+        self, start_ns: int, end_ns: int, start_wall: int, reason: str,
+        counters: dict[str, list[int]],
+    ) -> dict[str, Any]:
+        opts = self.opts
+        wall_offset = start_wall - start_ns
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "herdtrace_version": __version__,
+            "backend": "bcc",
+            "kernel_release": platform.release(),
+            "hostname": socket.gethostname(),
+            "cpus": os.cpu_count(),
+            "start_time": _iso(start_wall),
+            "end_time": _iso(end_ns + wall_offset),
+            "start_monotonic_ns": start_ns,
+            "end_monotonic_ns": end_ns,
+            "wall_minus_monotonic_ns": wall_offset,
+            "target": {
+                "pids": list(opts.pids),
+                "command": list(opts.command),
+                "cmdlines": self.cmdlines,
+                "threads_at_start": len(self.traced_at_start),
+                "listen_ports": sorted(self.listen_ports),
+            },
+            "herdtrace_command": sys.argv,
+            "probes": self.plan.methods if self.plan else {},
+            "attribution": self.plan.attribution if self.plan else None,
+            "probe_options": {k: v for k, v in asdict(opts.probe).items() if k != "sk_key"},
+            "ringbuf_bytes": opts.probe.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"),
+            "lost_events": sum(counters["lost_events"]),
+            "lost_per_cpu": counters["lost_events"],
+            "threads_untraced": sum(counters["threads_untraced"]),
+            "wakings_merged": sum(counters["wakings_merged"]),
+            "rows": self.writer.rows if self.writer else 0,
+            "stop_reason": reason,
+        }
+
+
+def _iso(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).isoformat()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def record(
+    opts: RecordOptions, stop: threading.Event | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> RecordSummary:
+    return Recorder(opts).run(stop or threading.Event(), on_ready)

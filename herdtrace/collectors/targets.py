@@ -1,0 +1,183 @@
+"""What to trace: existing processes (with their threads and children) or a new command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from herdtrace.errors import HerdtraceError
+
+PROC = Path("/proc")
+TCP_LISTEN = "0A"
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    tid: int
+    tgid: int
+    parent: int  # parent process for a main thread, the process for others
+    comm: str
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state from /proc/PID/stat, None when there is no such process."""
+    stat = _read(PROC / str(pid) / "stat")
+    if stat is None:
+        return None
+    return stat[stat.rindex(")") + 2]
+
+
+def is_alive(pid: int) -> bool:
+    state = process_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def require_alive(pids: tuple[int, ...]) -> None:
+    for pid in pids:
+        if not is_alive(pid):
+            raise HerdtraceError(f"no such process: {pid}")
+
+
+def parent_map() -> dict[int, int]:
+    parents = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _read(entry / "stat")
+        if stat is None:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def descendants(roots: tuple[int, ...]) -> list[int]:
+    """The roots and every process below them."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent_map().items():
+        children.setdefault(ppid, []).append(pid)
+    found: list[int] = []
+    stack = list(roots)
+    while stack:
+        pid = stack.pop()
+        if pid in found:
+            continue
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def threads_of(pids: list[int]) -> list[ThreadInfo]:
+    parents = parent_map()
+    out = []
+    for pid in pids:
+        try:
+            tids = [int(t.name) for t in (PROC / str(pid) / "task").iterdir()]
+        except OSError:
+            continue
+        for tid in tids:
+            comm = (_read(PROC / str(pid) / "task" / str(tid) / "comm") or "").strip()
+            parent = parents.get(pid, 0) if tid == pid else pid
+            out.append(ThreadInfo(tid=tid, tgid=pid, parent=parent, comm=comm))
+    return out
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        fds = list((PROC / str(pid) / "fd").iterdir())
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(int(link[8:-1]))
+    return inodes
+
+
+def listening_ports(pids: list[int]) -> set[int]:
+    """TCP ports on which these processes hold a listening socket."""
+    ports: set[int] = set()
+    for pid in pids:
+        inodes = _socket_inodes(pid)
+        if not inodes:
+            continue
+        for table in ("tcp", "tcp6"):
+            text = _read(PROC / str(pid) / "net" / table) or ""
+            for line in text.splitlines()[1:]:
+                cols = line.split()
+                if len(cols) > 9 and cols[3] == TCP_LISTEN and int(cols[9]) in inodes:
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+class GatedCommand:
+    """A command forked now and held before exec until `release()`.
+
+    Its pid can be traced before its first instruction runs.
+    """
+
+    def __init__(self, argv: tuple[str, ...]) -> None:
+        if not argv:
+            raise HerdtraceError("no command given after --")
+        if shutil.which(argv[0]) is None:
+            raise HerdtraceError(f"cannot start {argv[0]!r}: command not found")
+        gate_r, self._gate_w = os.pipe()
+        self._err_r, err_w = os.pipe()
+        os.set_inheritable(err_w, False)
+        pid = os.fork()
+        if pid == 0:  # child: wait for the tracer, then become the command
+            os.close(self._gate_w)
+            os.close(self._err_r)
+            try:
+                os.read(gate_r, 1)
+                os.close(gate_r)
+                os.execvp(argv[0], list(argv))
+            except OSError as exc:
+                os.write(err_w, (exc.strerror or str(exc)).encode())
+            finally:
+                os._exit(127)
+        os.close(gate_r)
+        os.close(err_w)
+        self.pid = pid
+        self.argv = argv
+        self.returncode: int | None = None
+
+    def release(self) -> None:
+        os.write(self._gate_w, b"g")
+        os.close(self._gate_w)
+        err = os.read(self._err_r, 4096)
+        os.close(self._err_r)
+        if err:
+            self.wait()
+            raise HerdtraceError(f"cannot start {self.argv[0]!r}: {err.decode()}")
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)

@@ -1,0 +1,58 @@
+"""Write a recording: one Parquet file of events, in row groups as they come, plus metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from herdtrace.errors import HerdtraceError
+from herdtrace.schema import EVENT_DTYPE, FIELDS, METADATA_KEY, arrow_schema
+
+
+def check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise HerdtraceError(f"{path} exists; use --force to overwrite")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise HerdtraceError(f"no such directory: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise HerdtraceError(f"cannot write to {parent}")
+
+
+def events_to_batch(events: np.ndarray) -> pa.RecordBatch:
+    """Structured array of EVENT_DTYPE -> Arrow batch, column by column (no row loop)."""
+    schema = arrow_schema()
+    arrays = []
+    for f, af in zip(FIELDS, schema, strict=True):
+        col = np.ascontiguousarray(events[f.name])
+        if pa.types.is_fixed_size_binary(af.type):
+            arrays.append(
+                pa.FixedSizeBinaryArray.from_buffers(af.type, len(col), [None, pa.py_buffer(col.tobytes())])
+            )
+        else:
+            arrays.append(pa.array(col, type=af.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class RecordingWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._writer = pq.ParquetWriter(str(path), arrow_schema(), compression="zstd")
+
+    def write(self, events: np.ndarray) -> None:
+        if len(events) == 0:
+            return
+        assert events.dtype == EVENT_DTYPE
+        self._writer.write_batch(events_to_batch(events))
+        self.rows += len(events)
+
+    def close(self, metadata: dict[str, Any]) -> None:
+        self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+        self._writer.close()

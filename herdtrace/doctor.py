@@ -1,0 +1,152 @@
+"""`herdtrace doctor`: can recording work here, and what to fix if not."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from herdtrace.errors import HerdtraceError
+from herdtrace.probes import features, program
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+    required: bool = True  # a failed required check means recording cannot work
+
+
+def check_privilege() -> Check:
+    if os.geteuid() == 0:
+        return Check("privilege", OK, "running as root")
+    if features.has_bpf_privilege():
+        return Check("privilege", OK, "CAP_BPF and CAP_PERFMON")
+    return Check("privilege", FAIL, "not root and no CAP_BPF + CAP_PERFMON",
+                 "run as root: sudo .venv/bin/herdtrace ...")
+
+
+def check_bpf_syscall() -> Check:
+    err = features.bpf_syscall_errno()
+    if err in (0, errno.EINVAL, errno.E2BIG):
+        return Check("bpf syscall", OK, "bpf(2) is available")
+    if err == errno.EPERM:
+        return Check("bpf syscall", FAIL, "bpf(2) refused (EPERM)", "run as root")
+    return Check("bpf syscall", FAIL, f"bpf(2) unavailable ({errno.errorcode.get(err, err)})",
+                 "use a kernel built with CONFIG_BPF_SYSCALL")
+
+
+def check_tracefs() -> Check:
+    root = features.tracefs_root()
+    if root:
+        return Check("tracefs", OK, f"mounted at {root}")
+    return Check("tracefs", FAIL, "not mounted",
+                 "mount -t tracefs nodev /sys/kernel/tracing (or make setup)")
+
+
+def check_tracepoints() -> Check:
+    missing = features.missing_tracepoints(features.REQUIRED_TRACEPOINTS)
+    if not missing:
+        n = len(features.REQUIRED_TRACEPOINTS)
+        return Check("tracepoints", OK, f"all {n} required tracepoints present")
+    return Check("tracepoints", FAIL, f"missing: {', '.join(missing)}",
+                 "mount tracefs; a kernel with CONFIG_FTRACE_SYSCALLS and sched/sock events")
+
+
+def check_headers() -> Check:
+    h = features.kernel_headers()
+    if h is None:
+        return Check("kernel headers", FAIL, "no /lib/modules/$(uname -r)/build",
+                     "make setup (links the nearest Debian linux-headers)")
+    if h.matches:
+        return Check("kernel headers", OK, f"{h.path} matches {h.running}")
+    return Check("kernel headers", WARN,
+                 f"{h.path} is {h.release}, kernel is {h.running}: safe here, the probes read "
+                 "only tracepoint arguments and helper results, never kernel structs",
+                 required=False)
+
+
+def check_bcc() -> Check:
+    try:
+        bcc = program.import_bcc()
+    except HerdtraceError as exc:
+        return Check("bcc", FAIL, str(exc).split(":")[0], "apt-get install python3-bpfcc; make setup")
+    return Check("bcc", OK, f"BPF compiler collection at {os.path.dirname(bcc.__file__)}")
+
+
+def check_ringbuf() -> Check:
+    try:
+        bcc = program.import_bcc()
+        with program.quiet_stderr():
+            b = bcc.BPF(text=b"BPF_RINGBUF_OUTPUT(rb, 1); int noop(void *ctx) { return 0; }")
+            b.cleanup()
+    except HerdtraceError:
+        return Check("ring buffer", FAIL, "bcc missing", "see the bcc line")
+    except Exception as exc:  # bcc raises bare Exception
+        return Check("ring buffer", FAIL, f"BPF ring buffer map refused: {exc}",
+                     "a kernel >= 5.8 with BPF ring buffer")
+    return Check("ring buffer", OK, "BPF ring buffer map created")
+
+
+def check_sk_data_ready() -> Check:
+    if features.tracepoint_exists("sock:sk_data_ready"):
+        return Check("sock:sk_data_ready", OK, "wakeups tied to the socket and connection",
+                     required=False)
+    return Check("sock:sk_data_ready", WARN, "absent (Linux < 6.6): no per-connection attribution",
+                 "a kernel >= 6.6", required=False)
+
+
+def check_kprobes() -> Check:
+    if features.kprobes_available():
+        return Check("kprobes", OK, "available (not needed: probes use tracepoints)",
+                     required=False)
+    return Check("kprobes", WARN, "not in this kernel; not needed, probes use tracepoints only",
+                 required=False)
+
+
+def check_fentry() -> Check:
+    if not features.btf_available():
+        return Check("fentry", WARN, "no BTF: unavailable; not needed, probes use tracepoints",
+                     required=False)
+    try:
+        bcc = program.import_bcc()
+        with program.quiet_stderr():
+            b = bcc.BPF(text=b"KFUNC_PROBE(do_nanosleep) { return 0; }")
+            b.cleanup()
+    except HerdtraceError:
+        return Check("fentry", WARN, "not tried: bcc missing", required=False)
+    except Exception:  # bcc raises bare Exception when the kernel refuses the program
+        return Check("fentry", WARN, "refused by this kernel; not needed, probes use tracepoints",
+                     required=False)
+    return Check("fentry", OK, "available (not needed: probes use tracepoints)", required=False)
+
+
+CHECKS: tuple[Callable[[], Check], ...] = (
+    check_privilege, check_bpf_syscall, check_tracefs, check_tracepoints, check_headers,
+    check_bcc, check_ringbuf, check_sk_data_ready, check_kprobes, check_fentry,
+)
+
+
+def run_checks() -> list[Check]:
+    results = []
+    for check in CHECKS:
+        if check in (check_ringbuf, check_fentry) and any(r.status == FAIL for r in results):
+            name = "ring buffer" if check is check_ringbuf else "fentry"
+            results.append(Check(name, FAIL, "not tried: fix the failures above first",
+                                 required=check is check_ringbuf))
+            continue
+        results.append(check())
+    return results
+
+
+def can_record(results: list[Check]) -> bool:
+    return not any(r.status == FAIL and r.required for r in results)
+
+
+def as_json(results: list[Check]) -> dict[str, object]:
+    return {"can_record": can_record(results), "checks": [asdict(r) for r in results]}

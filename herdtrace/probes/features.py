@@ -1,0 +1,123 @@
+"""What this kernel and machine offer the probes: found by looking, never assumed."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from herdtrace.schema import LINUX_WAIT_SYSCALLS
+
+TRACEFS_ROOTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+
+# Tracepoints the probes cannot work without.
+REQUIRED_TRACEPOINTS: tuple[str, ...] = (
+    "sched:sched_waking",
+    "sched:sched_switch",
+    "sched:sched_process_fork",
+    "sched:sched_process_exit",
+    "sock:inet_sock_set_state",
+    *(
+        f"syscalls:sys_{side}_{name}"
+        for name, _, _ in LINUX_WAIT_SYSCALLS
+        if name != "epoll_pwait2"
+        for side in ("enter", "exit")
+    ),
+)
+# Enrichments, used when present (and said so in the recording's metadata).
+OPTIONAL_TRACEPOINTS: tuple[str, ...] = (
+    "sock:sk_data_ready",
+    "syscalls:sys_enter_epoll_pwait2",
+    "syscalls:sys_exit_epoll_pwait2",
+)
+
+CAP_PERFMON = 38
+CAP_BPF = 39
+SYS_BPF = {"x86_64": 321, "aarch64": 280}
+
+
+def tracefs_root() -> Path | None:
+    for root in TRACEFS_ROOTS:
+        if (root / "events").is_dir():
+            return root
+    return None
+
+
+def tracepoint_exists(name: str, root: Path | None = None) -> bool:
+    root = root or tracefs_root()
+    if root is None:
+        return False
+    category, event = name.split(":", 1)
+    return (root / "events" / category / event / "format").is_file()
+
+
+def missing_tracepoints(names: tuple[str, ...]) -> list[str]:
+    root = tracefs_root()
+    return [n for n in names if not tracepoint_exists(n, root)]
+
+
+def effective_caps() -> int:
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    m = re.search(r"^CapEff:\s*([0-9a-f]+)", status, re.M)
+    return int(m.group(1), 16) if m else 0
+
+
+def has_bpf_privilege() -> bool:
+    if os.geteuid() == 0:
+        return True
+    caps = effective_caps()
+    return bool(caps & (1 << CAP_BPF)) and bool(caps & (1 << CAP_PERFMON))
+
+
+def bpf_syscall_errno() -> int:
+    """Call bpf(BPF_MAP_CREATE) with an empty attribute: EINVAL means the syscall exists."""
+    nr = SYS_BPF.get(platform.machine())
+    if nr is None:
+        return errno.ENOSYS
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(128)
+    fd = libc.syscall(nr, 0, attr, 0)
+    if fd >= 0:
+        os.close(fd)
+        return 0
+    return ctypes.get_errno()
+
+
+@dataclass(frozen=True)
+class Headers:
+    path: Path
+    release: str | None  # the release the headers were built for
+    running: str
+
+    @property
+    def matches(self) -> bool:
+        return self.release == self.running
+
+
+def kernel_headers() -> Headers | None:
+    running = platform.release()
+    build = Path("/lib/modules") / running / "build"
+    if not (build / "include").is_dir():
+        return None
+    release = None
+    uts = build / "include" / "generated" / "utsrelease.h"
+    if uts.is_file():
+        m = re.search(r'UTS_RELEASE\s+"([^"]+)"', uts.read_text())
+        release = m.group(1) if m else None
+    return Headers(path=build.resolve(), release=release, running=running)
+
+
+def kprobes_available() -> bool:
+    root = tracefs_root()
+    return root is not None and (root / "kprobe_events").exists()
+
+
+def btf_available() -> bool:
+    return Path("/sys/kernel/btf/vmlinux").is_file()

@@ -1,0 +1,61 @@
+/* Generated from herdtrace/schema.py by `python -m herdtrace.schema`. Do not edit. */
+#ifndef HERD_EVENT_H
+#define HERD_EVENT_H
+
+#define HERD_SCHEMA_VERSION 1
+#define HERD_EVENT_SIZE 120
+#define HERD_KIND_WAKEUP 1
+#define HERD_KIND_ACCEPT 2
+#define HERD_KIND_CONN 3
+#define HERD_KIND_THREAD 4
+#define HERD_KIND_THREAD_EXIT 5
+#define HERD_OUTCOME_NONE 0
+#define HERD_OUTCOME_ACCEPTED 1
+#define HERD_OUTCOME_EAGAIN 2
+#define HERD_OUTCOME_ABSORBED 3
+#define HERD_OUTCOME_OTHER 4
+#define HERD_OUTCOME_UNRESOLVED 5
+#define HERD_CALL_NONE 0
+#define HERD_CALL_ACCEPT 1
+#define HERD_CALL_ACCEPT4 2
+#define HERD_CALL_EPOLL_WAIT 3
+#define HERD_CALL_EPOLL_PWAIT 4
+#define HERD_CALL_EPOLL_PWAIT2 5
+#define HERD_CALL_POLL 6
+#define HERD_CALL_PPOLL 7
+#define HERD_CALL_SELECT 8
+#define HERD_CALL_PSELECT6 9
+#define HERD_CALL_KEVENT 10
+#define HERD_FLAG_NET_CAUSE 1
+#define HERD_FLAG_WAKER_IDLE 2
+#define HERD_FLAG_PEER 4
+#define HERD_FLAG_IPV6 8
+
+struct herd_event {
+    u64 ts; /* event time, ns of CLOCK_MONOTONIC (wakeup: sched_waking) */
+    u64 enter_ts; /* wakeup/accept: entry of the wait syscall */
+    u64 oncpu_ts; /* wakeup: first switch onto a CPU after waking (0: not seen) */
+    u64 ret_ts; /* wakeup: return of the woken wait syscall (0: absorbed) */
+    u64 sk; /* wakeup: keyed hash of the socket that became ready; conn: of the child */
+    u64 conn_id; /* conn: its id; wakeup: the connection that caused it (0: unknown) */
+    u32 tid; /* thread the record is about */
+    u32 tgid; /* its process */
+    u32 other_tid; /* wakeup: waker thread; thread: parent thread */
+    u32 other_tgid; /* wakeup: waker process */
+    s32 fd; /* wakeup: fd argument of the wait (nfds for poll/select); accept: fd */
+    s32 ret; /* wakeup: return of the woken wait; accept: new fd or -errno */
+    u16 lport; /* conn: local (listening) port */
+    u16 rport; /* conn/accept: peer port */
+    u16 cpu; /* CPU the record was made on (wakeup: the waker's) */
+    u16 target_cpu; /* wakeup: CPU the woken thread was queued on */
+    u16 accepts; /* wakeup: accepts that returned a connection before the next wait */
+    u16 eagains; /* wakeup: accepts that returned EAGAIN before the next wait */
+    u8 kind; /* Kind */
+    u8 outcome; /* wakeup: Outcome */
+    u8 wait_call; /* wakeup/accept: WaitCall */
+    u8 flags; /* Flag bits */
+    u8 raddr[16]; /* conn/accept: peer address, IPv6 or IPv4-mapped */
+    char comm[16]; /* thread: command name */
+};
+
+#endif

@@ -1,0 +1,119 @@
+"""Build and load the herd BPF program: the .bpf.c file plus -D options."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from herdtrace.errors import HerdtraceError
+from herdtrace.probes import features
+from herdtrace.schema import HEADER_PATH
+
+SOURCE_PATH = Path(__file__).parent / "herd.bpf.c"
+FIX = "run `herdtrace doctor` (or `make setup`) for the fix"
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    ringbuf_pages: int = 1024  # 4 MiB with 4 KiB pages
+    max_threads: int = 65536
+    cause_window_ns: int = 200_000
+    sk_key: int = field(default_factory=lambda: secrets.randbits(63))
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """What will be loaded: compiler flags and the method each probe uses."""
+
+    cflags: tuple[str, ...]
+    methods: dict[str, str]
+    attribution: str  # "sk_data_ready" or "none"
+
+
+def check_ringbuf_pages(pages: int) -> None:
+    if pages < 1 or pages & (pages - 1):
+        raise HerdtraceError(f"ring buffer pages must be a power of two, got {pages}")
+
+
+def plan(options: ProbeOptions) -> ProbePlan:
+    check_ringbuf_pages(options.ringbuf_pages)
+    if features.tracefs_root() is None:
+        raise HerdtraceError(
+            "tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing"
+        )
+    missing = features.missing_tracepoints(features.REQUIRED_TRACEPOINTS)
+    if missing:
+        raise HerdtraceError(f"missing tracepoints {', '.join(missing)}: {FIX}")
+    cflags = [
+        f"-I{HEADER_PATH.parent}",
+        f"-DRINGBUF_PAGES={options.ringbuf_pages}",
+        f"-DMAX_THREADS={options.max_threads}",
+        f"-DCAUSE_WINDOW_NS={options.cause_window_ns}",
+        f"-DSK_KEY={options.sk_key}ULL",
+    ]
+    methods = {tp: "tracepoint" for tp in features.REQUIRED_TRACEPOINTS}
+    if features.tracepoint_exists("syscalls:sys_enter_epoll_pwait2"):
+        cflags.append("-DHAVE_EPOLL_PWAIT2")
+        methods["syscalls:sys_enter_epoll_pwait2"] = "tracepoint"
+        methods["syscalls:sys_exit_epoll_pwait2"] = "tracepoint"
+    attribution = "none"
+    if features.tracepoint_exists("sock:sk_data_ready"):
+        cflags.append("-DHAVE_SK_DATA_READY")
+        methods["sock:sk_data_ready"] = "tracepoint"
+        attribution = "sk_data_ready"
+    return ProbePlan(cflags=tuple(cflags), methods=methods, attribution=attribution)
+
+
+def source_text(probe_plan: ProbePlan) -> str:
+    """The program as it would be compiled: flags, shared header, then the source."""
+    flags = "\n".join(f"//   {f}" for f in probe_plan.cflags)
+    return (
+        f"// cflags:\n{flags}\n\n// ---- {HEADER_PATH.name}\n{HEADER_PATH.read_text()}\n"
+        f"// ---- {SOURCE_PATH.name}\n{SOURCE_PATH.read_text()}"
+    )
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Silence libbpf/clang chatter on fd 2 while probing a feature."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_bcc() -> Any:
+    try:
+        import bcc
+    except ImportError as exc:
+        raise HerdtraceError(f"bcc is not importable ({exc}): {FIX}") from None
+    if not hasattr(bcc, "BPF"):
+        raise HerdtraceError(
+            f"the 'bcc' module at {bcc.__file__} is not the BPF compiler collection "
+            f"(PyPI's 'bcc' is an unrelated package): {FIX}"
+        )
+    return bcc
+
+
+def load(probe_plan: ProbePlan) -> Any:
+    """Compile and attach; returns the bcc.BPF object."""
+    if not features.has_bpf_privilege():
+        raise HerdtraceError("recording needs root (or CAP_BPF and CAP_PERFMON): run with sudo")
+    if features.kernel_headers() is None:
+        raise HerdtraceError(f"no kernel headers at /lib/modules/<release>/build: {FIX}")
+    bcc = import_bcc()
+    try:
+        return bcc.BPF(src_file=str(SOURCE_PATH).encode(), cflags=list(probe_plan.cflags))
+    except Exception as exc:  # bcc raises bare Exception for compile and attach errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HerdtraceError(f"could not load the BPF program: {first}; {FIX}") from None

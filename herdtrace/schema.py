@@ -1,0 +1,179 @@
+"""The one definition of a herdtrace event.
+
+The C struct the probes fill (probes/herd_event.h, generated from this module),
+the numpy dtype the collector decodes ring-buffer bytes with, the Parquet
+columns of a recording, and the DTrace parser's output all come from FIELDS.
+`python -m herdtrace.schema` rewrites the header; a unit test fails when the
+committed header and this module disagree.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+METADATA_KEY = b"herdtrace"
+HEADER_PATH = Path(__file__).parent / "probes" / "herd_event.h"
+
+
+class Kind(enum.IntEnum):
+    WAKEUP = 1  # one wakeup of a traced thread inside a wait syscall, with its outcome
+    ACCEPT = 2  # an accept/accept4 return of a traced thread
+    CONN = 3  # a connection established on a traced listener (SYN_RECV -> ESTABLISHED)
+    THREAD = 4  # a traced thread: created while recording, or found at start
+    THREAD_EXIT = 5  # a traced thread exited
+
+
+class Outcome(enum.IntEnum):
+    NONE = 0  # not a wakeup record
+    ACCEPTED = 1
+    EAGAIN = 2
+    ABSORBED = 3
+    OTHER = 4
+    UNRESOLVED = 5  # recording ended before the woken thread showed what it did
+
+
+class WaitCall(enum.IntEnum):
+    NONE = 0
+    ACCEPT = 1
+    ACCEPT4 = 2
+    EPOLL_WAIT = 3
+    EPOLL_PWAIT = 4
+    EPOLL_PWAIT2 = 5
+    POLL = 6
+    PPOLL = 7
+    SELECT = 8
+    PSELECT6 = 9
+    KEVENT = 10
+
+
+class Flag(enum.IntFlag):
+    NET_CAUSE = 1  # wakeup follows sock:sk_data_ready on the waker's CPU (sk, conn_id valid)
+    WAKER_IDLE = 2  # the waker was the idle task: the wakeup came from an interrupt
+    PEER = 4  # raddr/rport hold the peer address accept wrote to user memory
+    IPV6 = 8  # the socket was AF_INET6 (raddr may still be IPv4-mapped)
+
+
+# Linux syscalls traced as wait syscalls: (name, its WaitCall, name of the fd argument).
+LINUX_WAIT_SYSCALLS: tuple[tuple[str, WaitCall, str], ...] = (
+    ("accept", WaitCall.ACCEPT, "fd"),
+    ("accept4", WaitCall.ACCEPT4, "fd"),
+    ("epoll_wait", WaitCall.EPOLL_WAIT, "epfd"),
+    ("epoll_pwait", WaitCall.EPOLL_PWAIT, "epfd"),
+    ("epoll_pwait2", WaitCall.EPOLL_PWAIT2, "epfd"),
+    ("poll", WaitCall.POLL, "nfds"),
+    ("ppoll", WaitCall.PPOLL, "nfds"),
+    ("select", WaitCall.SELECT, "n"),
+    ("pselect6", WaitCall.PSELECT6, "n"),
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    ctype: str  # u64 u32 s32 u16 u8, or u8[16] / char[16]
+    doc: str
+
+
+# Ordered widest first so that the C struct has no padding.
+FIELDS: tuple[Field, ...] = (
+    Field("ts", "u64", "event time, ns of CLOCK_MONOTONIC (wakeup: sched_waking)"),
+    Field("enter_ts", "u64", "wakeup/accept: entry of the wait syscall"),
+    Field("oncpu_ts", "u64", "wakeup: first switch onto a CPU after waking (0: not seen)"),
+    Field("ret_ts", "u64", "wakeup: return of the woken wait syscall (0: absorbed)"),
+    Field("sk", "u64", "wakeup: keyed hash of the socket that became ready; conn: of the child"),
+    Field("conn_id", "u64", "conn: its id; wakeup: the connection that caused it (0: unknown)"),
+    Field("tid", "u32", "thread the record is about"),
+    Field("tgid", "u32", "its process"),
+    Field("other_tid", "u32", "wakeup: waker thread; thread: parent thread"),
+    Field("other_tgid", "u32", "wakeup: waker process"),
+    Field("fd", "s32", "wakeup: fd argument of the wait (nfds for poll/select); accept: fd"),
+    Field("ret", "s32", "wakeup: return of the woken wait; accept: new fd or -errno"),
+    Field("lport", "u16", "conn: local (listening) port"),
+    Field("rport", "u16", "conn/accept: peer port"),
+    Field("cpu", "u16", "CPU the record was made on (wakeup: the waker's)"),
+    Field("target_cpu", "u16", "wakeup: CPU the woken thread was queued on"),
+    Field("accepts", "u16", "wakeup: accepts that returned a connection before the next wait"),
+    Field("eagains", "u16", "wakeup: accepts that returned EAGAIN before the next wait"),
+    Field("kind", "u8", "Kind"),
+    Field("outcome", "u8", "wakeup: Outcome"),
+    Field("wait_call", "u8", "wakeup/accept: WaitCall"),
+    Field("flags", "u8", "Flag bits"),
+    Field("raddr", "u8[16]", "conn/accept: peer address, IPv6 or IPv4-mapped"),
+    Field("comm", "char[16]", "thread: command name"),
+)
+
+_NUMPY = {"u64": "<u8", "u32": "<u4", "s32": "<i4", "u16": "<u2", "u8": "u1"}
+_ARROW = {
+    "u64": pa.uint64(),
+    "u32": pa.uint32(),
+    "s32": pa.int32(),
+    "u16": pa.uint16(),
+    "u8": pa.uint8(),
+}
+
+
+def _array_len(ctype: str) -> int | None:
+    if "[" not in ctype:
+        return None
+    return int(ctype[ctype.index("[") + 1 : -1])
+
+
+def numpy_dtype() -> np.dtype:
+    parts: list[tuple[str, str]] = []
+    for f in FIELDS:
+        n = _array_len(f.ctype)
+        parts.append((f.name, f"S{n}" if n else _NUMPY[f.ctype]))
+    return np.dtype(parts)
+
+
+def arrow_schema() -> pa.Schema:
+    cols = []
+    for f in FIELDS:
+        n = _array_len(f.ctype)
+        typ = pa.binary(n) if n else _ARROW[f.ctype]
+        cols.append(pa.field(f.name, typ, nullable=False, metadata={"doc": f.doc}))
+    return pa.schema(cols)
+
+
+EVENT_DTYPE = numpy_dtype()
+EVENT_SIZE = EVENT_DTYPE.itemsize
+COLUMNS = tuple(f.name for f in FIELDS)
+
+
+def _c_enum(prefix: str, members: type[enum.IntEnum] | type[enum.IntFlag]) -> list[str]:
+    return [f"#define HERD_{prefix}_{m.name} {int(m.value)}" for m in members]
+
+
+def c_header() -> str:
+    lines = [
+        "/* Generated from herdtrace/schema.py by `python -m herdtrace.schema`. Do not edit. */",
+        "#ifndef HERD_EVENT_H",
+        "#define HERD_EVENT_H",
+        "",
+        f"#define HERD_SCHEMA_VERSION {SCHEMA_VERSION}",
+        f"#define HERD_EVENT_SIZE {EVENT_SIZE}",
+        *_c_enum("KIND", Kind),
+        *_c_enum("OUTCOME", Outcome),
+        *_c_enum("CALL", WaitCall),
+        *_c_enum("FLAG", Flag),
+        "",
+        "struct herd_event {",
+    ]
+    for f in FIELDS:
+        n = _array_len(f.ctype)
+        base = f.ctype.split("[")[0]
+        decl = f"{base} {f.name}[{n}]" if n else f"{base} {f.name}"
+        lines.append(f"    {decl}; /* {f.doc} */")
+    lines += ["};", "", "#endif", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    HEADER_PATH.write_text(c_header())
+    print(f"wrote {HEADER_PATH}")

@@ -1,0 +1,78 @@
+"""The lab's wakeup modes: how workers wait on the listening socket."""
+
+from __future__ import annotations
+
+import select
+import sys
+from dataclasses import dataclass
+
+from herdtrace.errors import HerdtraceError
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    summary: str
+    wakes_one: bool  # the kernel path wakes one waiter per connection
+    platform: str  # "linux" or "bsd"
+
+
+MODES: dict[str, Mode] = {
+    m.name: m
+    for m in (
+        Mode("epoll-shared", "each worker its own epoll on the shared listener (the herd)",
+             False, "linux"),
+        Mode("epoll-exclusive", "as epoll-shared, registered with EPOLLEXCLUSIVE", True, "linux"),
+        Mode("epoll-one-fd", "one epoll instance shared by every worker", False, "linux"),
+        Mode("reuseport", "a SO_REUSEPORT listener per worker, each in its own epoll",
+             True, "linux"),
+        Mode("accept-blocking", "workers block in accept() on the shared listener",
+             True, "linux"),
+        Mode("select-shared", "select() on the shared listener", False, "linux"),
+        Mode("poll-shared", "poll() on the shared listener", False, "linux"),
+        Mode("kqueue", "each worker its own kqueue on the shared listener", False, "bsd"),
+        Mode("kqueue-wakeone", "as kqueue, with EV_WAKEONE", True, "bsd"),
+    )
+}
+LINUX_MODES = tuple(name for name, m in MODES.items() if m.platform == "linux")
+HERD_MODE = "epoll-shared"
+
+
+def is_bsd() -> bool:
+    return "bsd" in sys.platform or sys.platform == "darwin"
+
+
+def kq_wakeone_flag() -> int | None:
+    """EV_WAKEONE where the kernel and Python expose it; None elsewhere."""
+    value = getattr(select, "KQ_EV_WAKEONE", None)
+    return int(value) if value is not None else None
+
+
+def resolve(name: str) -> Mode:
+    """The mode by name, or a one-line error when unknown or not on this kernel."""
+    mode = MODES.get(name)
+    if mode is None:
+        raise HerdtraceError(f"unknown mode {name!r}; modes: {', '.join(MODES)}")
+    if mode.platform == "bsd" and not hasattr(select, "kqueue"):
+        raise HerdtraceError(f"mode {name} needs kqueue, which this kernel ({sys.platform}) lacks")
+    if mode.platform == "linux" and not hasattr(select, "epoll"):
+        raise HerdtraceError(f"mode {name} needs Linux (epoll); this is {sys.platform}")
+    if name == "epoll-exclusive" and not hasattr(select, "EPOLLEXCLUSIVE"):
+        raise HerdtraceError("mode epoll-exclusive needs EPOLLEXCLUSIVE (Linux 4.5+)")
+    if name == "kqueue-wakeone" and kq_wakeone_flag() is None:
+        raise HerdtraceError(
+            "mode kqueue-wakeone needs EV_WAKEONE, which this kernel does not define "
+            "(it was proposed for DragonFly BSD in 2010 and never merged)"
+        )
+    return mode
+
+
+def supported_modes() -> tuple[str, ...]:
+    names = []
+    for name in MODES:
+        try:
+            resolve(name)
+        except HerdtraceError:
+            continue
+        names.append(name)
+    return tuple(names)
