@@ -45,8 +45,8 @@ def check_tracefs() -> Check:
     root = features.tracefs_root()
     if root:
         return Check("tracefs", OK, f"mounted at {root}")
-    return Check("tracefs", FAIL, "not mounted",
-                 "mount -t tracefs nodev /sys/kernel/tracing (or make setup)")
+    return Check("tracefs", FAIL, features.tracefs_problem(),
+                 "make setup (mounts it), and run as root")
 
 
 def check_tracepoints() -> Check:
@@ -133,7 +133,7 @@ CHECKS: tuple[Callable[[], Check], ...] = (
 
 
 def run_checks() -> list[Check]:
-    results = []
+    results: list[Check] = []
     for check in CHECKS:
         if check in (check_ringbuf, check_fentry) and any(r.status == FAIL for r in results):
             name = "ring buffer" if check is check_ringbuf else "fentry"

@@ -59,18 +59,27 @@ class Flag(enum.IntFlag):
     IPV6 = 8  # the socket was AF_INET6 (raddr may still be IPv4-mapped)
 
 
-# Linux syscalls traced as wait syscalls: (name, its WaitCall, name of the fd argument).
-LINUX_WAIT_SYSCALLS: tuple[tuple[str, WaitCall, str], ...] = (
-    ("accept", WaitCall.ACCEPT, "fd"),
-    ("accept4", WaitCall.ACCEPT4, "fd"),
-    ("epoll_wait", WaitCall.EPOLL_WAIT, "epfd"),
-    ("epoll_pwait", WaitCall.EPOLL_PWAIT, "epfd"),
-    ("epoll_pwait2", WaitCall.EPOLL_PWAIT2, "epfd"),
-    ("poll", WaitCall.POLL, "nfds"),
-    ("ppoll", WaitCall.PPOLL, "nfds"),
-    ("select", WaitCall.SELECT, "n"),
-    ("pselect6", WaitCall.PSELECT6, "n"),
+# Linux syscalls traced as wait syscalls: (name, its WaitCall, index of the argument
+# recorded as `fd`, index of accept's sockaddr argument or -1). The probes take the
+# same arguments by name from the tracepoints.
+LINUX_WAIT_SYSCALLS: tuple[tuple[str, WaitCall, int, int], ...] = (
+    ("accept", WaitCall.ACCEPT, 0, 1),
+    ("accept4", WaitCall.ACCEPT4, 0, 1),
+    ("epoll_wait", WaitCall.EPOLL_WAIT, 0, -1),
+    ("epoll_pwait", WaitCall.EPOLL_PWAIT, 0, -1),
+    ("epoll_pwait2", WaitCall.EPOLL_PWAIT2, 0, -1),
+    ("poll", WaitCall.POLL, 1, -1),
+    ("ppoll", WaitCall.PPOLL, 1, -1),
+    ("select", WaitCall.SELECT, 0, -1),
+    ("pselect6", WaitCall.PSELECT6, 0, -1),
 )
+# Their numbers, to read the wait a thread is already in from /proc/TID/syscall.
+SYSCALL_NUMBERS: dict[str, dict[int, str]] = {
+    "x86_64": {43: "accept", 288: "accept4", 232: "epoll_wait", 281: "epoll_pwait",
+               441: "epoll_pwait2", 7: "poll", 271: "ppoll", 23: "select", 270: "pselect6"},
+    "aarch64": {202: "accept", 242: "accept4", 22: "epoll_pwait", 441: "epoll_pwait2",
+                73: "ppoll", 72: "pselect6"},
+}
 
 
 @dataclass(frozen=True)

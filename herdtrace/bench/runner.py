@@ -100,7 +100,8 @@ def run_once(spec: RunSpec, recording: Path | None) -> RunResult:
 
     with LabServer(ServerOptions(mode=spec.mode, workers=spec.workers, threads=spec.threads,
                                  port=0)) as server:
-        recorder = RecordingProcess(server.pid, recording) if spec.traced and recording else None
+        recorder = (RecordingProcess(server.pid, recording, ("--label", spec.mode))
+                    if spec.traced and recording else None)
         try:
             load_opts = LoadOptions(port=server.port, rate=spec.rate,
                                     concurrency=spec.concurrency, connections=spec.connections,

@@ -1,9 +1,38 @@
-"""`herdtrace analyze`."""
+"""`herdtrace analyze FILES...`: herd metrics of recordings, side by side or as JSON."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
+def analyze_command(
+    files: Annotated[list[Path], typer.Argument(help="Recordings, or folders of recordings.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    by_label: Annotated[bool | None, typer.Option("--by-label/--by-file", help="Combine recordings that share a label [default: when labels repeat].")] = None,
+) -> None:
+    """Wakeups per accept, outcomes, latencies and fairness for each recording."""
+    from herdtrace.analysis import load, metrics
+
+    recs = load.load_recordings(files)
+    labels = [r.label for r in recs]
+    grouped = by_label if by_label is not None else len(set(labels)) < len(labels)
+    shown = metrics.by_label(recs) if grouped else recs
+    if as_json:
+        out = metrics.analysis_json(recs)
+        if grouped:
+            out["labels"] = [metrics.summarize(r) for r in shown]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    from rich.console import Console
+
+    from herdtrace.reports.table import summary_table
+
+    Console(soft_wrap=True).print(summary_table([metrics.summarize(r) for r in shown]))
+
+
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("analyze")(analyze_command)

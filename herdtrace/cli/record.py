@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 
 
-
 def default_output() -> Path:
     return Path(f"herdtrace-{dt.datetime.now():%Y%m%d-%H%M%S}.parquet")
 
@@ -24,6 +23,7 @@ def record_command(
     duration: Annotated[float | None, typer.Option("--duration", "-d", help="Seconds to record (default: until Ctrl-C/SIGTERM or the target exits).")] = None,
     buffer_pages: Annotated[int, typer.Option(help="Ring buffer size in pages (power of two).")] = 1024,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output file.")] = False,
+    label: Annotated[str | None, typer.Option(help="Label for analysis, e.g. the mode [default: file name].")] = None,
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
 ) -> None:
     """Record every wakeup of the target's threads, with its cause and outcome."""
@@ -36,7 +36,7 @@ def record_command(
         return
     opts = RecordOptions(
         output=output or default_output(), pids=tuple(pid or ()), command=tuple(ctx.args),
-        duration=duration, probe=probe, force=force,
+        duration=duration, probe=probe, force=force, label=label,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

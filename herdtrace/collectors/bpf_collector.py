@@ -22,7 +22,15 @@ from herdtrace.collectors import targets
 from herdtrace.collectors.writer import RecordingWriter, check_output
 from herdtrace.errors import HerdtraceError
 from herdtrace.probes import program
-from herdtrace.schema import EVENT_DTYPE, EVENT_SIZE, SCHEMA_VERSION, Kind, Outcome
+from herdtrace.schema import (
+    EVENT_DTYPE,
+    EVENT_SIZE,
+    LINUX_WAIT_SYSCALLS,
+    SCHEMA_VERSION,
+    SYSCALL_NUMBERS,
+    Kind,
+    Outcome,
+)
 
 # Order of the kernel's per-CPU `counters` array (CNT_* in herd.bpf.c).
 COUNTERS = ("lost_events", "threads_untraced", "wakings_merged")
@@ -38,6 +46,7 @@ class RecordOptions:
     duration: float | None = None
     probe: program.ProbeOptions = field(default_factory=program.ProbeOptions)
     force: bool = False
+    label: str | None = None  # how analyze groups recordings (default: the file name)
     flush_rows: int = 65536
     flush_interval_s: float = 1.0
 
@@ -48,6 +57,8 @@ class RecordOptions:
             raise HerdtraceError(f"--duration must be positive, got {self.duration}")
         check_output(self.output, self.force)
         targets.require_alive(self.pids)
+        if self.command:
+            targets.require_command(self.command[0])
 
 
 @dataclass
@@ -86,6 +97,23 @@ class _Tally:
         self.eagain += int(np.count_nonzero(acc & (ev["ret"] == -EAGAIN)))
 
 
+_WAITS = {name: (call, fd_arg, buf_arg) for name, call, fd_arg, buf_arg in LINUX_WAIT_SYSCALLS}
+_NUMBERS = SYSCALL_NUMBERS.get(platform.machine(), {})
+
+
+def _set_wait(leaf: Any, syscall: tuple[int, ...]) -> None:
+    """A thread already blocked in a wait when tracing starts: seed the kernel's state,
+    or its wakeup and return (a whole accept) would go unseen. Entry time unknown: 0."""
+    name = _NUMBERS.get(syscall[0]) if syscall else None
+    if name is None:
+        return
+    call, fd_arg, buf_arg = _WAITS[name]
+    args = syscall[1:]
+    leaf.wait_call = int(call)
+    leaf.wait_fd = ctypes.c_int32(args[fd_arg] & 0xFFFFFFFF).value
+    leaf.accept_buf = args[buf_arg] if buf_arg >= 0 else 0
+
+
 def outcome_of(returned: bool, accepts: int, eagains: int) -> Outcome:
     if not returned:
         return Outcome.UNRESOLVED
@@ -114,16 +142,17 @@ class Recorder:
         self.chunks.append(ctypes.string_at(data, size))
 
     def _trace(self, infos: list[targets.ThreadInfo], now_ns: int) -> None:
-        table = self.bpf["traced"]
+        table = self.bpf[b"traced"]
         for info in infos:
             leaf = table.Leaf()
             leaf.fork_ts = now_ns
             leaf.tgid = info.tgid
             leaf.parent = info.parent
+            _set_wait(leaf, info.syscall)
             table[table.Key(info.tid)] = leaf
 
     def _trace_ports(self, ports: set[int]) -> None:
-        table = self.bpf["listen_ports"]
+        table = self.bpf[b"listen_ports"]
         for port in ports - self.listen_ports:
             table[table.Key(port)] = table.Leaf(1)
         self.listen_ports |= ports
@@ -173,7 +202,7 @@ class Recorder:
     def _pending_wakeups(self) -> np.ndarray:
         """Wakeups still open in the kernel when recording stops."""
         rows = []
-        for _, leaf in self.bpf["traced"].items():
+        for _, leaf in self.bpf[b"traced"].items():
             if not leaf.pending:
                 continue
             w = leaf.wakeup
@@ -183,7 +212,7 @@ class Recorder:
         return np.concatenate(rows) if rows else np.zeros(0, dtype=EVENT_DTYPE)
 
     def _counters(self) -> dict[str, list[int]]:
-        table = self.bpf["counters"]
+        table = self.bpf[b"counters"]
         return {name: [int(v) for v in table[table.Key(i)]] for i, name in enumerate(COUNTERS)}
 
     def run(
@@ -191,6 +220,7 @@ class Recorder:
     ) -> RecordSummary:
         opts = self.opts
         opts.validate()
+        program.require_privilege()
         self.plan = program.plan(opts.probe)
         if opts.command:
             self.command = targets.GatedCommand(opts.command)
@@ -201,7 +231,7 @@ class Recorder:
                 os.kill(self.command.pid, 9)
                 self.command.wait()
             raise
-        if self.bpf["events"] is None or EVENT_SIZE != ctypes.sizeof(self.bpf["traced"].Leaf().wakeup):
+        if self.bpf[b"events"] is None or ctypes.sizeof(self.bpf[b"traced"].Leaf().wakeup) != EVENT_SIZE:
             raise HerdtraceError("the loaded program's event struct does not match the schema")
         start_ns = time.monotonic_ns()
         start_wall = time.time_ns()
@@ -211,7 +241,7 @@ class Recorder:
             self._trace(self.traced_at_start, start_ns)
         else:
             self._attach_pids(start_ns)
-        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.bpf[b"events"].open_ring_buffer(self._on_event)
         self.writer = RecordingWriter(opts.output)
         self._write(self._initial_thread_rows(start_ns))
         if self.command is not None:
@@ -275,6 +305,7 @@ class Recorder:
         wall_offset = start_wall - start_ns
         return {
             "schema_version": SCHEMA_VERSION,
+            "label": opts.label,
             "herdtrace_version": __version__,
             "backend": "bcc",
             "kernel_release": platform.release(),

@@ -20,6 +20,16 @@ class ThreadInfo:
     tgid: int
     parent: int  # parent process for a main thread, the process for others
     comm: str
+    syscall: tuple[int, ...] = ()  # number and arguments of the syscall it is blocked in
+
+
+def read_syscall(tgid: int, tid: int) -> tuple[int, ...]:
+    """/proc/TID/syscall: "nr arg0..arg5 sp pc" while blocked in a syscall, else ()."""
+    text = _read(PROC / str(tgid) / "task" / str(tid) / "syscall") or ""
+    parts = text.split()
+    if len(parts) < 7 or parts[0] == "running" or parts[0].startswith("-"):
+        return ()
+    return (int(parts[0]), *(int(a, 16) for a in parts[1:7]))
 
 
 def _read(path: Path) -> str | None:
@@ -46,6 +56,11 @@ def require_alive(pids: tuple[int, ...]) -> None:
     for pid in pids:
         if not is_alive(pid):
             raise HerdtraceError(f"no such process: {pid}")
+
+
+def require_command(name: str) -> None:
+    if shutil.which(name) is None:
+        raise HerdtraceError(f"cannot start {name!r}: command not found")
 
 
 def parent_map() -> dict[int, int]:
@@ -88,12 +103,13 @@ def threads_of(pids: list[int]) -> list[ThreadInfo]:
         for tid in tids:
             comm = (_read(PROC / str(pid) / "task" / str(tid) / "comm") or "").strip()
             parent = parents.get(pid, 0) if tid == pid else pid
-            out.append(ThreadInfo(tid=tid, tgid=pid, parent=parent, comm=comm))
+            out.append(ThreadInfo(tid=tid, tgid=pid, parent=parent, comm=comm,
+                                  syscall=read_syscall(pid, tid)))
     return out
 
 
 def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
+    inodes: set[int] = set()
     try:
         fds = list((PROC / str(pid) / "fd").iterdir())
     except OSError:
@@ -133,8 +149,7 @@ class GatedCommand:
     def __init__(self, argv: tuple[str, ...]) -> None:
         if not argv:
             raise HerdtraceError("no command given after --")
-        if shutil.which(argv[0]) is None:
-            raise HerdtraceError(f"cannot start {argv[0]!r}: command not found")
+        require_command(argv[0])
         gate_r, self._gate_w = os.pipe()
         self._err_r, err_w = os.pipe()
         os.set_inheritable(err_w, False)

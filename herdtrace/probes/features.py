@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -23,7 +24,7 @@ REQUIRED_TRACEPOINTS: tuple[str, ...] = (
     "sock:inet_sock_set_state",
     *(
         f"syscalls:sys_{side}_{name}"
-        for name, _, _ in LINUX_WAIT_SYSCALLS
+        for name, *_ in LINUX_WAIT_SYSCALLS
         if name != "epoll_pwait2"
         for side in ("enter", "exit")
     ),
@@ -42,9 +43,17 @@ SYS_BPF = {"x86_64": 321, "aarch64": 280}
 
 def tracefs_root() -> Path | None:
     for root in TRACEFS_ROOTS:
-        if (root / "events").is_dir():
-            return root
+        with contextlib.suppress(OSError):
+            if (root / "events").is_dir():
+                return root
     return None
+
+
+def tracefs_problem() -> str:
+    """Why no tracefs is usable: not mounted, or not readable by this user."""
+    if any(os.path.ismount(r) for r in TRACEFS_ROOTS):
+        return "tracefs is mounted but not readable: run as root"
+    return "tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing"
 
 
 def tracepoint_exists(name: str, root: Path | None = None) -> bool:

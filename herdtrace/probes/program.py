@@ -43,9 +43,7 @@ def check_ringbuf_pages(pages: int) -> None:
 def plan(options: ProbeOptions) -> ProbePlan:
     check_ringbuf_pages(options.ringbuf_pages)
     if features.tracefs_root() is None:
-        raise HerdtraceError(
-            "tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing"
-        )
+        raise HerdtraceError(features.tracefs_problem())
     missing = features.missing_tracepoints(features.REQUIRED_TRACEPOINTS)
     if missing:
         raise HerdtraceError(f"missing tracepoints {', '.join(missing)}: {FIX}")
@@ -105,10 +103,14 @@ def import_bcc() -> Any:
     return bcc
 
 
-def load(probe_plan: ProbePlan) -> Any:
-    """Compile and attach; returns the bcc.BPF object."""
+def require_privilege() -> None:
     if not features.has_bpf_privilege():
         raise HerdtraceError("recording needs root (or CAP_BPF and CAP_PERFMON): run with sudo")
+
+
+def load(probe_plan: ProbePlan) -> Any:
+    """Compile and attach; returns the bcc.BPF object."""
+    require_privilege()
     if features.kernel_headers() is None:
         raise HerdtraceError(f"no kernel headers at /lib/modules/<release>/build: {FIX}")
     bcc = import_bcc()

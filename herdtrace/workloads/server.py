@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import mmap
 import os
@@ -214,12 +215,12 @@ class Server:
             if self.opts.threads:
                 th = threading.Thread(target=self.run_worker, args=(slot,), daemon=True)
                 th.start()
-                joins.append(lambda t, th=th: join_thread(th, t))
+                joins.append(functools.partial(join_thread, th))
             else:
                 pid = os.fork()
                 if pid == 0:
                     self._child(slot)
-                joins.append(lambda t, pid=pid: wait_child(pid, t))
+                joins.append(functools.partial(wait_child, pid))
         self._await_ready()
         return joins
 

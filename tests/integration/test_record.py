@@ -1,0 +1,57 @@
+"""`herdtrace record` against the lab server's own ground truth, on this kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from herdtrace.analysis import load, metrics
+from herdtrace.bench.runner import RunSpec, run_once
+from tests.integration.helpers import record_lab_command
+
+CONNECTIONS = 1000
+# Wakeups per accept: the herd wakes several of the 4 workers, wake-one paths one.
+HERD_FLOOR = {"epoll-shared": 2.0}
+WAKE_ONE_CEILING = {"accept-blocking": 1.2, "reuseport": 1.2}
+
+
+def check_against_truth(path: Path, truth_accepts: int, truth_eagain: int, mode: str) -> dict:
+    summary = metrics.summarize(load.load_recording(path))
+    assert summary["lost_events"] == 0
+    assert summary["accepted"] == truth_accepts == CONNECTIONS
+    assert summary["accept_eagain"] == truth_eagain
+    assert summary["connections"] == CONNECTIONS
+    per_accept = summary["wakeups_per_accept"]
+    if mode in HERD_FLOOR:
+        assert per_accept > HERD_FLOOR[mode]
+    if mode in WAKE_ONE_CEILING:
+        assert per_accept <= WAKE_ONE_CEILING[mode]
+        assert truth_eagain == 0
+    return summary
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["processes", "threads"])
+@pytest.mark.parametrize("mode", ["epoll-shared", "accept-blocking", "reuseport"])
+def test_record_by_pid_matches_ground_truth(tmp_path: Path, mode: str, threads: bool) -> None:
+    spec = RunSpec(mode=mode, workers=4, threads=threads, concurrency=1, connections=CONNECTIONS)
+    run = run_once(spec, tmp_path / f"{mode}.parquet")
+    assert run.load.completed == CONNECTIONS and run.load.errors == 0
+    assert run.recording is not None
+    summary = check_against_truth(run.recording, run.truth.accepts, run.truth.eagain, mode)
+    # Workers are the threads that waited; with threads they share one process.
+    assert len(summary["accepts_per_thread"]) == 4
+    assert sum(summary["accepts_per_thread"].values()) == CONNECTIONS
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["processes", "threads"])
+@pytest.mark.parametrize("mode", ["epoll-shared", "accept-blocking", "reuseport"])
+def test_record_command_from_first_instruction(tmp_path: Path, mode: str, threads: bool) -> None:
+    path, truth, result, err = record_lab_command(tmp_path, mode, threads, CONNECTIONS)
+    assert result.completed == CONNECTIONS
+    summary = check_against_truth(path, truth.accepts, truth.eagain, mode)
+    assert f"{summary['wakeups']} wakeups, {CONNECTIONS} accepts" in err
+    rec = load.load_recording(path)
+    # The server and every worker it forked or spawned were followed from the start.
+    assert rec.meta["target"]["command"][1:4] == ["-m", "herdtrace", "lab"]
+    assert rec.threads["tid"].nunique() >= 5

@@ -1,0 +1,199 @@
+"""Herd metrics on hand-built recordings, with the answers worked out by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pandas.testing as pdt
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from herdtrace.analysis import load, metrics
+from herdtrace.cli import app
+from herdtrace.errors import HerdtraceError
+from herdtrace.schema import Outcome
+from tests.unit.builder import Builder
+
+A, E, AB = Outcome.ACCEPTED, Outcome.EAGAIN, Outcome.ABSORBED
+
+
+def two_connections(peer: bool = True) -> Builder:
+    """Two workers (11, 12); each connection wakes both; one wins, the other idles.
+
+    conn 1 (t=1000): 11 woken at 1100 (on CPU 1150) accepts at 1200; 12 woken at
+    1105 (on CPU 1300) goes back to sleep. conn 2 (t=2000): 12 woken at 2101 (2150)
+    accepts at 2160; 11 woken at 2100 (2200) gets EAGAIN at 2250.
+    """
+    b = Builder().thread(10, 10, 1, "srv").thread(11, 11, 10, "w").thread(12, 12, 10, "w")
+    b.conn(1000, 1, rport=40001).conn(2000, 2, rport=40002)
+    b.wakeup(1100, 11, A, oncpu=1150, conn_id=1, accepts=1)
+    b.wakeup(1105, 12, AB, oncpu=1300, conn_id=1)
+    b.wakeup(2100, 11, E, oncpu=2200, conn_id=2, eagains=1)
+    b.wakeup(2101, 12, A, oncpu=2150, conn_id=2, accepts=1)
+    b.accept(1200, 11, 5, rport=40001 if peer else 0)
+    b.accept(2160, 12, 6, rport=40002 if peer else 0)
+    b.accept(2250, 11, -11)
+    return b
+
+
+@pytest.fixture
+def rec(tmp_path: Path) -> load.Recording:
+    return load.load_recording(two_connections().write(tmp_path / "two.parquet"))
+
+
+def test_summary_worked_by_hand(rec: load.Recording) -> None:
+    s = metrics.summarize(rec)
+    assert s["threads"] == 3 and s["connections"] == 2
+    assert s["accepted"] == 2 and s["accept_eagain"] == 1
+    assert s["wakeups"] == 4 and s["wakeups_per_accept"] == 2.0
+    assert s["outcomes"] == {"accepted": 2, "eagain": 1, "absorbed": 1, "other": 0,
+                             "unresolved": 0}
+    assert s["idle_wakeups"] == 2 and s["idle_fraction"] == 0.5
+    # wake latencies 50, 195, 100, 49 ns: median (50 + 100) / 2 = 75 ns
+    assert s["wake_latency_us"]["p50"] == pytest.approx(0.075)
+    assert s["wake_latency_us"]["max"] == pytest.approx(0.195)
+    # accept latencies: 1200 - 1000 = 200 ns, 2160 - 2000 = 160 ns
+    assert s["accept_latency_match"] == "peer"
+    assert s["accept_latency_us"]["p50"] == pytest.approx(0.18)
+    assert s["accept_latency_us"]["max"] == pytest.approx(0.2)
+    assert s["accepts_per_thread"] == {"11": 1, "12": 1}
+    assert s["fairness_jain"] == 1.0 and s["max_share"] == 0.5
+    assert s["duration_s"] == 2.0 and s["lost_events"] == 0
+
+
+def test_fifo_match_gives_the_same_latencies(tmp_path: Path) -> None:
+    rec = load.load_recording(two_connections(peer=False).write(tmp_path / "fifo.parquet"))
+    s = metrics.summarize(rec)
+    assert s["accept_latency_match"] == "fifo"
+    assert s["accept_latency_us"]["p50"] == pytest.approx(0.18)
+
+
+def test_per_connection_frame(rec: load.Recording) -> None:
+    got = metrics.per_connection(rec)
+    want = pd.DataFrame({
+        "conn_id": pd.Series([1, 2], dtype="uint64"),
+        "conn_ts": pd.Series([1000, 2000], dtype="uint64"),
+        "wakeups": [2, 2], "threads_woken": [2, 2],
+        "winner_tid": pd.Series([11, 12], dtype="uint32"),
+        "accept_latency_ns": [200.0, 160.0],
+    })
+    pdt.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_per_thread_frame(rec: load.Recording) -> None:
+    got = metrics.per_thread(rec)[["wakeups", "accepted", "eagain", "absorbed", "accepts",
+                                   "accept_eagain"]]
+    want = pd.DataFrame({"wakeups": [2, 2], "accepted": [1, 1], "eagain": [1, 0],
+                         "absorbed": [0, 1], "accepts": [1, 1], "accept_eagain": [1, 0]},
+                        index=pd.Index([11, 12], name="tid"))
+    pdt.assert_frame_equal(got, want, check_dtype=False, check_index_type=False)
+
+
+def test_fairness_counts_workers_that_never_won(tmp_path: Path) -> None:
+    b = two_connections().thread(13, 13, 10, "w").wakeup(1106, 13, AB, oncpu=1400, conn_id=1)
+    s = metrics.summarize(load.load_recording(b.write(tmp_path / "three.parquet")))
+    assert s["accepts_per_thread"] == {"11": 1, "12": 1, "13": 0}
+    assert s["fairness_jain"] == pytest.approx(4 / 6)  # (1+1+0)^2 / (3 * (1+1+0))
+    assert s["wakeups_per_accept"] == 2.5
+
+
+def test_nothing_made_up_without_data(tmp_path: Path) -> None:
+    b = Builder().thread(10, 10, 1, "idle").wakeup(100, 10, Outcome.OTHER)
+    s = metrics.summarize(load.load_recording(b.write(tmp_path / "idle.parquet")))
+    assert s["accepted"] == 0
+    assert s["wakeups_per_accept"] is None and s["accept_latency_us"] is None
+    assert s["accept_latency_match"] is None and s["fairness_jain"] is None
+    assert s["max_share"] is None and s["wake_latency_us"] is None
+
+
+def test_labels_combine_recordings(tmp_path: Path) -> None:
+    a = two_connections().write(tmp_path / "a.parquet", label="epoll-shared")
+    b = two_connections().write(tmp_path / "b.parquet", label="epoll-shared")
+    recs = load.load_recordings([tmp_path])
+    assert [r.label for r in recs] == ["epoll-shared", "epoll-shared"]
+    (combined,) = metrics.by_label(recs)
+    s = metrics.summarize(combined)
+    assert s["wakeups"] == 8 and s["accepted"] == 4 and s["connections"] == 4
+    assert len(metrics.per_connection(combined)) == 4  # ids kept apart across files
+    assert s["duration_s"] == 4.0
+    assert a.exists() and b.exists()
+
+
+runner = CliRunner()
+
+
+def test_analyze_json_shape(tmp_path: Path) -> None:
+    path = two_connections().write(tmp_path / "two.parquet")
+    result = runner.invoke(app, ["analyze", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    (r,) = data["recordings"]
+    for key in ("file", "label", "duration_s", "threads", "connections", "accepted",
+                "accept_eagain", "wakeups", "wakeups_per_accept", "outcomes", "idle_wakeups",
+                "idle_fraction", "wake_latency_us", "accept_latency_us", "accept_latency_match",
+                "accepts_per_thread", "fairness_jain", "max_share", "lost_events"):
+        assert key in r
+    assert set(r["wake_latency_us"]) == {"p50", "p90", "p99", "max"}
+    assert r["label"] == "two"
+
+
+def test_analyze_table(tmp_path: Path) -> None:
+    path = two_connections().write(tmp_path / "two.parquet")
+    result = runner.invoke(app, ["analyze", str(path)])
+    assert result.exit_code == 0
+    assert "herd factor" in result.output and "2.00" in result.output
+
+
+def bad(args: list[str]) -> str:
+    result = runner.invoke(app, ["analyze", *args])
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_not_a_recording(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.parquet"
+    junk.write_text("not parquet at all")
+    assert f"{junk}: not a recording" in bad([str(junk)])
+
+
+def test_truncated_recording(tmp_path: Path) -> None:
+    path = two_connections().write(tmp_path / "two.parquet")
+    cut = tmp_path / "cut.parquet"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert f"{cut}: not a recording" in bad([str(cut)])
+
+
+def test_foreign_parquet(tmp_path: Path) -> None:
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), other)
+    assert "not a herdtrace recording" in bad([str(other)])
+
+
+def test_newer_schema(tmp_path: Path) -> None:
+    path = two_connections().write(tmp_path / "new.parquet", schema_version=99)
+    assert "schema version 99 is newer" in bad([str(path)])
+
+
+def test_missing_columns(tmp_path: Path) -> None:
+    path = two_connections().write(tmp_path / "full.parquet")
+    table = pq.read_table(path).drop_columns(["conn_id", "sk"])
+    meta = pq.ParquetFile(path).metadata.metadata
+    slim = tmp_path / "slim.parquet"
+    pq.write_table(table.replace_schema_metadata(meta), slim)
+    assert "missing columns sk, conn_id" in bad([str(slim)])
+
+
+def test_missing_file_and_empty_folder(tmp_path: Path) -> None:
+    assert "no such file" in bad([str(tmp_path / "nope.parquet")])
+    assert "no .parquet recordings" in bad([str(tmp_path)])
+
+
+def test_load_errors_are_herdtrace_errors(tmp_path: Path) -> None:
+    with pytest.raises(HerdtraceError):
+        load.load_recording(tmp_path / "nope.parquet")
