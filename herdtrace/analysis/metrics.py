@@ -178,5 +178,12 @@ def by_label(recs: list[Recording]) -> list[Recording]:
     return [combine([r for r in recs if r.label == lbl]) for lbl in labels]
 
 
+def grouped(recs: list[Recording], by_label_: bool | None = None) -> tuple[list[Recording], bool]:
+    """Recordings to show: combined per label when asked, or by default when labels repeat."""
+    labels = [r.label for r in recs]
+    group = by_label_ if by_label_ is not None else len(set(labels)) < len(labels)
+    return (by_label(recs) if group else recs), group
+
+
 def analysis_json(recs: list[Recording]) -> dict[str, Any]:
     return {"herdtrace": __version__, "recordings": [summarize(r) for r in recs]}

@@ -18,9 +18,7 @@ def analyze_command(
     from herdtrace.analysis import load, metrics
 
     recs = load.load_recordings(files)
-    labels = [r.label for r in recs]
-    grouped = by_label if by_label is not None else len(set(labels)) < len(labels)
-    shown = metrics.by_label(recs) if grouped else recs
+    shown, grouped = metrics.grouped(recs, by_label)
     if as_json:
         out = metrics.analysis_json(recs)
         if grouped:

@@ -23,7 +23,7 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("accepted", lambda s: str(s["accepted"])),
     ("accept EAGAIN", lambda s: str(s["accept_eagain"])),
     ("wakeups", lambda s: str(s["wakeups"])),
-    ("herd factor (wakeups/accept)", lambda s: _num(s["wakeups_per_accept"])),
+    ("wakeups per accept (herd)", lambda s: _num(s["wakeups_per_accept"])),
     ("  accepted", lambda s: str(s["outcomes"]["accepted"])),
     ("  eagain", lambda s: str(s["outcomes"]["eagain"])),
     ("  absorbed", lambda s: str(s["outcomes"]["absorbed"])),
@@ -44,7 +44,7 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
 
 def summary_table(summaries: list[dict[str, Any]], title: str = "herdtrace analyze") -> Table:
     table = Table(title=title, show_lines=False)
-    table.add_column("metric", style="bold")
+    table.add_column("metric", style="bold", no_wrap=True)
     for s in summaries:
         table.add_column(s["label"], justify="right")
     for name, cell in ROWS:

@@ -145,7 +145,7 @@ def test_analyze_table(tmp_path: Path) -> None:
     path = two_connections().write(tmp_path / "two.parquet")
     result = runner.invoke(app, ["analyze", str(path)])
     assert result.exit_code == 0
-    assert "herd factor" in result.output and "2.00" in result.output
+    assert "wakeups per accept" in result.output and "2.00" in result.output
 
 
 def bad(args: list[str]) -> str:
