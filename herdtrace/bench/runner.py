@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from herdtrace.collectors.bpf_collector import READY_LINE
+from herdtrace.collectors.bpf_collector import DONE_LINE, READY_LINE
 from herdtrace.errors import HerdtraceError
 from herdtrace.workloads.lab import GroundTruth, LabServer
 from herdtrace.workloads.load import LoadOptions, LoadResult, run_load
@@ -37,33 +37,40 @@ class RecordingProcess:
         self.lines: list[str] = []
         self._await_ready()
 
-    def _await_ready(self) -> None:
+    def _read_until(self, prefix: str, timeout: float) -> bool:
+        """Read stderr lines until one starts with prefix (True) or EOF/timeout (False)."""
         assert self.proc.stderr is not None
-        deadline = time.monotonic() + ATTACH_TIMEOUT_S
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             ready, _, _ = select.select([self.proc.stderr], [], [], 0.2)
             if ready:
                 line = self.proc.stderr.readline()
                 if not line:
-                    break
+                    return False
                 self.lines.append(line.rstrip())
-                if line.startswith(READY_LINE):
-                    return
+                if line.startswith(prefix):
+                    return True
+        return False
+
+    def _await_ready(self) -> None:
+        if self._read_until(READY_LINE, ATTACH_TIMEOUT_S):
+            return
         self.proc.kill()
         self.proc.wait()
         last = self.lines[-1] if self.lines else "no output"
         raise HerdtraceError(f"herdtrace record did not attach: {last}")
 
     def wait(self, timeout: float = 60.0) -> list[str]:
-        """Wait for the recorder to finish (it stops when its target exits)."""
-        try:
-            _, err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        """Wait until the recording is written (the recorder stops when its target exits).
+
+        The recorder then detaches its probes, which takes the kernel a second or
+        two; that happens in the background, overlapping whatever runs next.
+        """
+        if not self._read_until(DONE_LINE, timeout):
             self.interrupt()
-            _, err = self.proc.communicate(timeout=timeout)
-        self.lines += err.splitlines()
-        if self.proc.returncode != 0:
-            raise HerdtraceError(f"herdtrace record failed: {self.lines[-1] if self.lines else ''}")
+            if not self._read_until(DONE_LINE, timeout):
+                self.proc.wait(timeout)
+                raise HerdtraceError(f"herdtrace record failed: {self.lines[-1] if self.lines else ''}")
         return self.lines
 
     def interrupt(self) -> None:

@@ -25,11 +25,9 @@ def analyze_command(
             out["labels"] = [metrics.summarize(r) for r in shown]
         typer.echo(json.dumps(out, indent=2))
         return
-    from rich.console import Console
+    from herdtrace.reports.table import console, summary_table
 
-    from herdtrace.reports.table import summary_table
-
-    Console(soft_wrap=True).print(summary_table([metrics.summarize(r) for r in shown]))
+    console().print(summary_table([metrics.summarize(r) for r in shown]))
 
 
 def register(app: typer.Typer) -> None:

@@ -20,9 +20,9 @@ def doctor_command(
     if as_json:
         typer.echo(json.dumps(doctor.as_json(results), indent=2))
     else:
-        from rich.console import Console
+        from herdtrace.reports.table import console as wide_console
 
-        console = Console(highlight=False, soft_wrap=True)
+        console = wide_console()
         for r in results:
             fix = f" -> fix: {r.fix}" if r.status != doctor.OK and r.fix else ""
             console.print(f"{MARK[r.status]} {r.name}: {r.detail}{fix}")

@@ -7,9 +7,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from herdtrace.collectors.bpf_collector import RecordSummary
 
 
 def default_output() -> Path:
@@ -41,7 +44,11 @@ def record_command(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    summary = record(opts, stop, on_ready=lambda line: print(line, file=sys.stderr, flush=True))
+    record(opts, stop, on_ready=lambda line: print(line, file=sys.stderr, flush=True),
+           on_done=print_summary)
+
+
+def print_summary(summary: RecordSummary) -> None:
     typer.echo(summary.line(), err=True)
     if summary.lost_events:
         typer.echo(f"herdtrace: warning: {summary.lost_events} events lost (ring buffer full): "

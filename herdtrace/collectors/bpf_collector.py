@@ -36,6 +36,7 @@ from herdtrace.schema import (
 COUNTERS = ("lost_events", "threads_untraced", "wakings_merged")
 EAGAIN = 11
 READY_LINE = "herdtrace: recording"
+DONE_LINE = "herdtrace: recorded"
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class RecordSummary:
 
     def line(self) -> str:
         return (
-            f"herdtrace: {self.duration_s:.1f}s, {self.wakeups} wakeups, {self.accepts} accepts, "
+            f"{DONE_LINE} {self.duration_s:.1f}s: {self.wakeups} wakeups, {self.accepts} accepts, "
             f"{self.accept_eagain} EAGAINs, {self.connections} connections, "
             f"lost {self.lost_events} -> {self.output}"
         )
@@ -215,6 +216,13 @@ class Recorder:
         table = self.bpf[b"counters"]
         return {name: [int(v) for v in table[table.Key(i)]] for i, name in enumerate(COUNTERS)}
 
+    def close(self) -> None:
+        """Detach the probes: slow (the kernel waits for RCU per tracepoint), so it
+        comes after the recording is written and the summary is out."""
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
     def run(
         self, stop: threading.Event, on_ready: Callable[[str], None] | None = None
     ) -> RecordSummary:
@@ -274,9 +282,9 @@ class Recorder:
 
     def _finish(self, start_ns: int, start_wall: int, reason: str) -> RecordSummary:
         assert self.writer is not None
-        # Detach first so the kernel state is final, then drain, then close open wakeups.
-        for tp in list(self.bpf.tracepoint_fds):
-            self.bpf.detach_tracepoint(tp)
+        # Freeze the probes so the kernel state is final, drain, then close open wakeups.
+        control = self.bpf[b"control"]
+        control[control.Key(0)] = control.Leaf(1)
         self.bpf.ring_buffer_consume()
         self._flush()
         self._write(self._pending_wakeups())
@@ -285,7 +293,6 @@ class Recorder:
         lost = sum(counters["lost_events"])
         meta = self._metadata(start_ns, end_ns, start_wall, reason, counters)
         self.writer.close(meta)
-        self.bpf.cleanup()
         if self.command is not None and reason != "target exited":
             self.command.terminate()
             self.command.wait()
@@ -351,5 +358,14 @@ def _cmdline(pid: int) -> str:
 def record(
     opts: RecordOptions, stop: threading.Event | None = None,
     on_ready: Callable[[str], None] | None = None,
+    on_done: Callable[[RecordSummary], None] | None = None,
 ) -> RecordSummary:
-    return Recorder(opts).run(stop or threading.Event(), on_ready)
+    """Record until stopped; `on_done` sees the summary before the probes are detached."""
+    recorder = Recorder(opts)
+    try:
+        summary = recorder.run(stop or threading.Event(), on_ready)
+        if on_done:
+            on_done(summary)
+        return summary
+    finally:
+        recorder.close()

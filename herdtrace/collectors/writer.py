@@ -16,13 +16,16 @@ from herdtrace.schema import EVENT_DTYPE, FIELDS, METADATA_KEY, arrow_schema
 
 
 def check_output(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise HerdtraceError(f"{path} exists; use --force to overwrite")
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise HerdtraceError(f"no such directory: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise HerdtraceError(f"cannot write to {parent}")
+    try:
+        if path.exists() and not force:
+            raise HerdtraceError(f"{path} exists; use --force to overwrite")
+        if not parent.is_dir():
+            raise HerdtraceError(f"no such directory: {parent}")
+    except PermissionError:
+        raise HerdtraceError(f"cannot write to {parent}: permission denied") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HerdtraceError(f"cannot write to {parent}: permission denied")
 
 
 def events_to_batch(events: np.ndarray) -> pa.RecordBatch:

@@ -69,6 +69,15 @@ BPF_ARRAY(conn_seq, u64, 1);
 BPF_PERCPU_ARRAY(cause, struct net_cause, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_NUM);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+// control[0] = 1 freezes every probe: user space then reads final state without
+// paying for detaching (tracepoint unregistration waits for RCU, ~80 ms each).
+BPF_ARRAY(control, u32, 1);
+
+static __always_inline int frozen(void) {
+    int zero = 0;
+    u32 *c = control.lookup(&zero);
+    return c && *c;
+}
 
 static __always_inline void count(int idx) {
     u64 *c = counters.lookup(&idx);
@@ -139,6 +148,8 @@ static __always_inline void close_wakeup(struct traced_thread *t, u8 unreturned_
 }
 
 static __always_inline int wait_enter(u8 call, s32 fd, u64 buf) {
+    if (frozen())
+        return 0;
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
     struct traced_thread *t = traced.lookup(&tid);
@@ -183,6 +194,8 @@ static __always_inline void emit_accept(struct traced_thread *t, u32 tid, s32 re
 }
 
 static __always_inline int wait_exit(long ret) {
+    if (frozen())
+        return 0;
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
     struct traced_thread *t = traced.lookup(&tid);
@@ -229,6 +242,8 @@ WAIT_SYSCALL(select, HERD_CALL_SELECT, args->n, 0)
 WAIT_SYSCALL(pselect6, HERD_CALL_PSELECT6, args->n, 0)
 
 TRACEPOINT_PROBE(sched, sched_waking) {
+    if (frozen())
+        return 0;
     u32 tid = args->pid;
     struct traced_thread *t = traced.lookup(&tid);
     if (!t || !t->wait_call)
@@ -270,6 +285,8 @@ TRACEPOINT_PROBE(sched, sched_waking) {
 }
 
 TRACEPOINT_PROBE(sched, sched_switch) {
+    if (frozen())
+        return 0;
     u32 prev = args->prev_pid;
     struct traced_thread *t = traced.lookup(&prev);
     if (t) {
@@ -287,6 +304,8 @@ TRACEPOINT_PROBE(sched, sched_switch) {
 }
 
 TRACEPOINT_PROBE(sched, sched_process_fork) {
+    if (frozen())
+        return 0;
     u32 parent = args->parent_pid;
     if (!traced.lookup(&parent))
         return 0;
@@ -300,6 +319,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
+    if (frozen())
+        return 0;
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
     struct traced_thread *t = traced.lookup(&tid);
@@ -319,6 +340,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
 }
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    if (frozen())
+        return 0;
     if (args->protocol != PROTO_TCP)
         return 0;
     u16 port = args->sport;
@@ -366,6 +389,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
 
 #ifdef HAVE_SK_DATA_READY
 TRACEPOINT_PROBE(sock, sk_data_ready) {
+    if (frozen())
+        return 0;
     int zero = 0;
     struct net_cause *c = cause.lookup(&zero);
     if (!c)

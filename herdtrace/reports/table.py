@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 
@@ -52,3 +53,11 @@ def summary_table(summaries: list[dict[str, Any]], title: str = "herdtrace analy
         style = "red" if name == "lost events" and any(c != "0" for c in cells) else None
         table.add_row(name, *cells, style=style)
     return table
+
+
+def console() -> Console:
+    """A console that does not squeeze wide tables when output goes to a file or pipe."""
+    c = Console(soft_wrap=True, highlight=False)
+    if not c.is_terminal:
+        c = Console(soft_wrap=True, highlight=False, width=200)
+    return c

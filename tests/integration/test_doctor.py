@@ -8,6 +8,8 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,13 +36,22 @@ def test_print_bpf_shows_program_and_flags() -> None:
 def as_nobody(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
-    os.chmod(tmp, 0o777)
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                            "--inh-caps=-all", *args], capture_output=True, text=True,
                           cwd=tmp, env={**os.environ, "HOME": str(tmp)})
 
 
-def test_not_root_is_one_line(tmp_path: Path) -> None:
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder a plain user can write (pytest's tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="herdtrace-nobody-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_not_root_is_one_line(open_dir: Path) -> None:
+    tmp_path = open_dir
     proc = as_nobody([*HT, "record", "-o", str(tmp_path / "x.parquet"), "--", "true"], tmp_path)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [

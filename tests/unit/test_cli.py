@@ -63,3 +63,8 @@ def test_doctor_json_shape() -> None:
         assert name in names
     assert all(c["status"] in ("ok", "warn", "fail") for c in data["checks"])
     assert result.exit_code == (0 if data["can_record"] else 1)
+
+
+def test_record_output_folder_missing(tmp_path: Path) -> None:
+    line = fails_with(["record", "-o", str(tmp_path / "nope" / "x.parquet"), "--", "true"])
+    assert "no such directory" in line

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
+from matplotlib.axes import Axes
 from typer.testing import CliRunner
 
 from herdtrace.analysis import load, views
@@ -23,7 +24,7 @@ def two_modes(tmp_path: Path) -> list[Path]:
     return [herd, one.write(tmp_path / "one.parquet", label="epoll-exclusive")]
 
 
-def has_data(ax) -> bool:  # type: ignore[no-untyped-def]
+def has_data(ax: Axes) -> bool:
     return bool(ax.lines or ax.patches or ax.collections)
 
 
@@ -36,7 +37,7 @@ def test_figure_panels(two_modes: list[Path]) -> None:
         assert ax.get_xlabel() or ax.get_xticklabels(), ax.get_title()
         assert ax.get_legend() is not None, ax.get_title()
     herd = axes[0].patches
-    assert [round(p.get_height(), 2) for p in herd] == [2.0, 1.0]  # wakeups per accept
+    assert [round(p.get_height(), 2) for p in herd] == [2.0, 1.0]  # type: ignore[attr-defined]
     footer = fig.texts[-1].get_text()
     assert "lost events" in footer and "kernel" in footer
 

@@ -1,0 +1,72 @@
+"""Run a bench schedule, keep every artifact, check each recording against its truth."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from herdtrace.analysis import load, metrics
+from herdtrace.bench.plan import BenchOptions, PlannedRun, schedule
+from herdtrace.bench.runner import run_once
+
+
+def truth_check(recorded: dict[str, Any], truth: dict[str, Any]) -> str | None:
+    """None when the recording agrees with the server's own counts, else what differs."""
+    problems = []
+    if recorded["accepted"] != truth["accepts"]:
+        problems.append(f"accepts {recorded['accepted']} recorded vs {truth['accepts']} served")
+    if recorded["accept_eagain"] != truth["eagain"]:
+        problems.append(f"EAGAIN {recorded['accept_eagain']} recorded vs {truth['eagain']} served")
+    if recorded["lost_events"]:
+        problems.append(f"{recorded['lost_events']} events lost")
+    return "; ".join(problems) or None
+
+
+def execute_one(planned: PlannedRun, out: Path) -> dict[str, Any]:
+    base = out / planned.stem
+    base.parent.mkdir(parents=True, exist_ok=True)
+
+    def beside(suffix: str) -> Path:  # not with_suffix: the stem has dots (mode.r1)
+        return base.parent / f"{base.name}{suffix}"
+
+    recording = beside(".parquet") if planned.spec.traced else None
+    result = run_once(planned.spec, recording)
+    truth = asdict(result.truth)
+    row: dict[str, Any] = {
+        "profile": planned.profile.name, "mode": planned.spec.mode, "repeat": planned.repeat,
+        "traced": planned.spec.traced, "load": result.load.to_json(), "truth": truth,
+        "recording": str(recording) if recording else None, "recorded": None, "disagreement": None,
+    }
+    if recording is not None:
+        row["recorded"] = metrics.summarize(load.load_recording(recording))
+        row["disagreement"] = truth_check(row["recorded"], truth)
+    beside(".truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+    beside(".load.json").write_text(json.dumps(row["load"], indent=2) + "\n")
+    return row
+
+
+def execute(opts: BenchOptions) -> tuple[list[dict[str, Any]], bool]:
+    """All runs in schedule order; stops cleanly on Ctrl-C, keeping what finished.
+
+    Returns the finished runs and whether the bench was interrupted.
+    """
+    opts.output.mkdir(parents=True, exist_ok=True)
+    plan = schedule(opts)
+    rows: list[dict[str, Any]] = []
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("bench", total=len(plan))
+        try:
+            for planned in plan:
+                progress.update(task, description=f"{planned.stem:<40}")
+                rows.append(execute_one(planned, opts.output))
+                progress.advance(task)
+        except KeyboardInterrupt:
+            progress.update(task, description="interrupted: keeping finished runs")
+            return rows, True
+    return rows, False

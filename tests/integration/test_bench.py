@@ -1,0 +1,64 @@
+"""`herdtrace bench` end to end on this machine: the seed's experiment, checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image as mpimg
+from typer.testing import CliRunner
+
+from herdtrace.cli import app
+
+MODES = "epoll-shared,epoll-exclusive,reuseport,accept-blocking"
+
+
+def test_bench_four_modes(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", "--modes", MODES, "--workers", "4",
+                                      "--connections", "500", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {(r["profile"], r["mode"]): r for r in summary["modes"]}
+    assert len(rows) == 8  # two loads x four modes
+    for row in rows.values():
+        assert row["agrees_with_truth"], row["disagreements"]
+        assert row["recorded"]["lost_events"] == 0
+        assert row["load_errors"] == 0
+    idle = {m: rows[("idle", m)]["recorded"] for m in MODES.split(",")}
+    # At low load every worker waits: the herd wakes nearly all four.
+    assert idle["epoll-shared"]["wakeups_per_accept"] > 3.0
+    assert idle["epoll-shared"]["accept_eagain"] > 0
+    for mode in ("epoll-exclusive", "reuseport", "accept-blocking"):
+        assert idle[mode]["wakeups_per_accept"] < 1.2, mode
+    for mode in ("reuseport", "accept-blocking"):
+        assert idle[mode]["accept_eagain"] == 0
+        assert rows[("idle", mode)]["truth_eagain"] == 0
+    assert rows[("idle", "epoll-shared")]["throughput_vs_baseline"] == 1.0
+    for name in ("report.png", "report-saturate.png"):
+        img = mpimg.imread(out / name)
+        assert img.shape[0] > 500 and img.std() > 0.05
+    assert "herdtrace bench: idle load" in result.output and "agrees" in result.output
+    assert (out / "idle" / "epoll-shared.r1.parquet").exists()
+    assert (out / "idle" / "epoll-shared.r1.truth.json").exists()
+
+
+def test_bench_observer_effect_column(tmp_path: Path) -> None:
+    out = tmp_path / "oe"
+    result = CliRunner().invoke(app, ["bench", "--modes", "epoll-exclusive", "-c", "4",
+                                      "-k", "300", "--observer-effect", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "summary.json").read_text())["modes"]
+    assert row["untraced_throughput_rps"]["mean"] > 0
+    assert 0.2 < row["traced_over_untraced"] < 2.0
+    assert (out / "custom" / "epoll-exclusive.r1.untraced.truth.json").exists()
+    assert "traced/untraced" in result.output
+
+
+def test_bench_bad_mode_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "--modes", "epoll-herd", "-o", str(tmp_path)])
+    assert result.exit_code != 0
+    assert result.output.strip() == (
+        "herdtrace: error: unknown mode 'epoll-herd'; modes: epoll-shared, epoll-exclusive, "
+        "epoll-one-fd, reuseport, accept-blocking, select-shared, poll-shared, kqueue, "
+        "kqueue-wakeone")
