@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from herdtrace.analysis.views import LabelView
@@ -131,7 +127,10 @@ def footer(views: list[LabelView]) -> str:
 
 
 def report_figure(views: list[LabelView]) -> Figure:
-    fig, axes = plt.subplots(2, 3, figsize=FIGSIZE, dpi=DPI)
+    # A bare Figure on the Agg canvas: no pyplot state, no GUI, safe in servers and notebooks.
+    fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3)
     flat = axes.ravel()
     herd_factor_panel(flat[0], views)
     outcomes_panel(flat[1], views)
@@ -151,4 +150,3 @@ def report_figure(views: list[LabelView]) -> Figure:
 
 def save_png(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=DPI, format="png")
-    plt.close(fig)
