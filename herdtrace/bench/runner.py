@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from herdtrace.collectors.bpf_collector import DONE_LINE, READY_LINE
+from herdtrace.collectors.session import DONE_LINE, READY_LINE
 from herdtrace.errors import HerdtraceError
 from herdtrace.workloads.lab import GroundTruth, LabServer
 from herdtrace.workloads.load import LoadOptions, LoadResult, run_load

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from herdtrace.collectors.bpf_collector import RecordSummary
+    from herdtrace.collectors.session import RecordSummary
 
 
 def default_output() -> Path:
@@ -30,7 +30,8 @@ def record_command(
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
 ) -> None:
     """Record every wakeup of the target's threads, with its cause and outcome."""
-    from herdtrace.collectors.bpf_collector import RecordOptions, record
+    from herdtrace.collectors.bpf_collector import record
+    from herdtrace.collectors.session import RecordOptions
     from herdtrace.probes import program
 
     probe = program.ProbeOptions(ringbuf_pages=buffer_pages)

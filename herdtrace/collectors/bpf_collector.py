@@ -3,99 +3,32 @@
 from __future__ import annotations
 
 import ctypes
-import datetime as dt
 import os
 import platform
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
-from herdtrace import __version__
 from herdtrace.collectors import targets
-from herdtrace.collectors.writer import RecordingWriter, check_output
+from herdtrace.collectors.session import (
+    READY_LINE,
+    RecordOptions,
+    RecordSummary,
+    Sink,
+    base_metadata,
+    cmdline,
+    outcome_of,
+)
 from herdtrace.errors import HerdtraceError
 from herdtrace.probes import program
-from herdtrace.schema import (
-    EVENT_DTYPE,
-    EVENT_SIZE,
-    LINUX_WAIT_SYSCALLS,
-    SCHEMA_VERSION,
-    SYSCALL_NUMBERS,
-    Kind,
-    Outcome,
-)
+from herdtrace.schema import EVENT_DTYPE, EVENT_SIZE, LINUX_WAIT_SYSCALLS, SYSCALL_NUMBERS, Kind
 
 # Order of the kernel's per-CPU `counters` array (CNT_* in herd.bpf.c).
 COUNTERS = ("lost_events", "threads_untraced", "wakings_merged")
-EAGAIN = 11
-READY_LINE = "herdtrace: recording"
-DONE_LINE = "herdtrace: recorded"
-
-
-@dataclass(frozen=True)
-class RecordOptions:
-    output: Path
-    pids: tuple[int, ...] = ()
-    command: tuple[str, ...] = ()
-    duration: float | None = None
-    probe: program.ProbeOptions = field(default_factory=program.ProbeOptions)
-    force: bool = False
-    label: str | None = None  # how analyze groups recordings (default: the file name)
-    flush_rows: int = 65536
-    flush_interval_s: float = 1.0
-
-    def validate(self) -> None:
-        if bool(self.pids) == bool(self.command):
-            raise HerdtraceError("give --pid PID (repeatable) or -- COMMAND ARGS, not both")
-        if self.duration is not None and self.duration <= 0:
-            raise HerdtraceError(f"--duration must be positive, got {self.duration}")
-        check_output(self.output, self.force)
-        targets.require_alive(self.pids)
-        if self.command:
-            targets.require_command(self.command[0])
-
-
-@dataclass
-class RecordSummary:
-    output: Path
-    duration_s: float
-    wakeups: int
-    accepts: int
-    accept_eagain: int
-    connections: int
-    threads: int
-    lost_events: int
-    rows: int
-    stop_reason: str
-
-    def line(self) -> str:
-        return (
-            f"{DONE_LINE} {self.duration_s:.1f}s: {self.wakeups} wakeups, {self.accepts} accepts, "
-            f"{self.accept_eagain} EAGAINs, {self.connections} connections, "
-            f"lost {self.lost_events} -> {self.output}"
-        )
-
-
-class _Tally:
-    """Running counts over everything written, for the summary line."""
-
-    def __init__(self) -> None:
-        self.by_kind = np.zeros(8, dtype=np.int64)
-        self.accepts = 0
-        self.eagain = 0
-
-    def add(self, ev: np.ndarray) -> None:
-        self.by_kind += np.bincount(ev["kind"], minlength=8)[:8]
-        acc = ev["kind"] == Kind.ACCEPT
-        self.accepts += int(np.count_nonzero(acc & (ev["ret"] >= 0)))
-        self.eagain += int(np.count_nonzero(acc & (ev["ret"] == -EAGAIN)))
 
 
 _WAITS = {name: (call, fd_arg, buf_arg) for name, call, fd_arg, buf_arg in LINUX_WAIT_SYSCALLS}
@@ -115,28 +48,17 @@ def _set_wait(leaf: Any, syscall: tuple[int, ...]) -> None:
     leaf.accept_buf = args[buf_arg] if buf_arg >= 0 else 0
 
 
-def outcome_of(returned: bool, accepts: int, eagains: int) -> Outcome:
-    if not returned:
-        return Outcome.UNRESOLVED
-    if accepts:
-        return Outcome.ACCEPTED
-    if eagains:
-        return Outcome.EAGAIN
-    return Outcome.OTHER
-
-
 class Recorder:
     def __init__(self, opts: RecordOptions) -> None:
         self.opts = opts
         self.plan: program.ProbePlan | None = None
         self.chunks: list[bytes] = []
-        self.tally = _Tally()
         self.bpf: Any = None
-        self.writer: RecordingWriter | None = None
+        self.sink: Sink | None = None
         self.command: targets.GatedCommand | None = None
         self.traced_at_start: list[targets.ThreadInfo] = []
         self.listen_ports: set[int] = set()
-        self.cmdlines = {str(p): _cmdline(p) for p in opts.pids}
+        self.cmdlines = {str(p): cmdline(p) for p in opts.pids}
 
     # ---- set-up -------------------------------------------------------------
     def _on_event(self, _ctx: Any, data: int, size: int) -> None:
@@ -191,9 +113,8 @@ class Recorder:
         self._write(ev)
 
     def _write(self, ev: np.ndarray) -> None:
-        assert self.writer is not None
-        self.writer.write(ev)
-        self.tally.add(ev)
+        assert self.sink is not None
+        self.sink.write(ev)
 
     def _target_gone(self) -> bool:
         if self.command is not None:
@@ -242,7 +163,7 @@ class Recorder:
         if self.bpf[b"events"] is None or ctypes.sizeof(self.bpf[b"traced"].Leaf().wakeup) != EVENT_SIZE:
             raise HerdtraceError("the loaded program's event struct does not match the schema")
         start_ns = time.monotonic_ns()
-        start_wall = time.time_ns()
+        wall_offset = time.time_ns() - start_ns
         if self.command is not None:
             self.traced_at_start = [targets.ThreadInfo(self.command.pid, self.command.pid,
                                                        os.getpid(), opts.command[0][:15])]
@@ -250,7 +171,7 @@ class Recorder:
         else:
             self._attach_pids(start_ns)
         self.bpf[b"events"].open_ring_buffer(self._on_event)
-        self.writer = RecordingWriter(opts.output)
+        self.sink = Sink(opts.output)
         self._write(self._initial_thread_rows(start_ns))
         if self.command is not None:
             self.command.release()
@@ -259,7 +180,7 @@ class Recorder:
             on_ready(f"{READY_LINE} {len(self.traced_at_start)} threads of {what} "
                      f"-> {opts.output} (Ctrl-C to stop)")
         reason = self._loop(stop, start_ns)
-        return self._finish(start_ns, start_wall, reason)
+        return self._finish(start_ns, wall_offset, reason)
 
     def _loop(self, stop: threading.Event, start_ns: int) -> str:
         opts = self.opts
@@ -280,8 +201,8 @@ class Recorder:
                 if self._target_gone():
                     return "target exited"
 
-    def _finish(self, start_ns: int, start_wall: int, reason: str) -> RecordSummary:
-        assert self.writer is not None
+    def _finish(self, start_ns: int, wall_offset: int, reason: str) -> RecordSummary:
+        assert self.sink is not None
         # Freeze the probes so the kernel state is final, drain, then close open wakeups.
         control = self.bpf[b"control"]
         control[control.Key(0)] = control.Leaf(1)
@@ -291,38 +212,18 @@ class Recorder:
         end_ns = time.monotonic_ns()
         counters = self._counters()
         lost = sum(counters["lost_events"])
-        meta = self._metadata(start_ns, end_ns, start_wall, reason, counters)
-        self.writer.close(meta)
+        meta = base_metadata(self.opts, "bcc", start_ns, end_ns, wall_offset, reason,
+                             self.sink.writer.rows)
+        meta.update(self._bcc_metadata(counters))
+        self.sink.writer.close(meta)
         if self.command is not None and reason != "target exited":
             self.command.terminate()
             self.command.wait()
-        t = self.tally
-        return RecordSummary(
-            output=self.opts.output, duration_s=(end_ns - start_ns) / 1e9,
-            wakeups=int(t.by_kind[Kind.WAKEUP]), accepts=t.accepts, accept_eagain=t.eagain,
-            connections=int(t.by_kind[Kind.CONN]), threads=int(t.by_kind[Kind.THREAD]),
-            lost_events=lost, rows=self.writer.rows, stop_reason=reason,
-        )
+        return self.sink.summary(self.opts, (end_ns - start_ns) / 1e9, lost, reason)
 
-    def _metadata(
-        self, start_ns: int, end_ns: int, start_wall: int, reason: str,
-        counters: dict[str, list[int]],
-    ) -> dict[str, Any]:
+    def _bcc_metadata(self, counters: dict[str, list[int]]) -> dict[str, Any]:
         opts = self.opts
-        wall_offset = start_wall - start_ns
         return {
-            "schema_version": SCHEMA_VERSION,
-            "label": opts.label,
-            "herdtrace_version": __version__,
-            "backend": "bcc",
-            "kernel_release": platform.release(),
-            "hostname": socket.gethostname(),
-            "cpus": os.cpu_count(),
-            "start_time": _iso(start_wall),
-            "end_time": _iso(end_ns + wall_offset),
-            "start_monotonic_ns": start_ns,
-            "end_monotonic_ns": end_ns,
-            "wall_minus_monotonic_ns": wall_offset,
             "target": {
                 "pids": list(opts.pids),
                 "command": list(opts.command),
@@ -330,7 +231,6 @@ class Recorder:
                 "threads_at_start": len(self.traced_at_start),
                 "listen_ports": sorted(self.listen_ports),
             },
-            "herdtrace_command": sys.argv,
             "probes": self.plan.methods if self.plan else {},
             "attribution": self.plan.attribution if self.plan else None,
             "probe_options": {k: v for k, v in asdict(opts.probe).items() if k != "sk_key"},
@@ -339,20 +239,7 @@ class Recorder:
             "lost_per_cpu": counters["lost_events"],
             "threads_untraced": sum(counters["threads_untraced"]),
             "wakings_merged": sum(counters["wakings_merged"]),
-            "rows": self.writer.rows if self.writer else 0,
-            "stop_reason": reason,
         }
-
-
-def _iso(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).isoformat()
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-    except OSError:
-        return ""
 
 
 def record(

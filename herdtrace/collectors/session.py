@@ -1,0 +1,153 @@
+"""What every collector shares: options, the summary line, running counts, metadata."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from herdtrace import __version__
+from herdtrace.collectors import targets
+from herdtrace.collectors.writer import RecordingWriter, check_output
+from herdtrace.errors import HerdtraceError
+from herdtrace.probes import program
+from herdtrace.schema import SCHEMA_VERSION, Kind, Outcome
+
+EAGAIN = 11
+READY_LINE = "herdtrace: recording"
+DONE_LINE = "herdtrace: recorded"
+
+
+@dataclass(frozen=True)
+class RecordOptions:
+    output: Path
+    pids: tuple[int, ...] = ()
+    command: tuple[str, ...] = ()
+    duration: float | None = None
+    probe: program.ProbeOptions = field(default_factory=program.ProbeOptions)
+    force: bool = False
+    label: str | None = None  # how analyze groups recordings (default: the file name)
+    flush_rows: int = 65536
+    flush_interval_s: float = 1.0
+
+    def validate(self) -> None:
+        if bool(self.pids) == bool(self.command):
+            raise HerdtraceError("give --pid PID (repeatable) or -- COMMAND ARGS, not both")
+        if self.duration is not None and self.duration <= 0:
+            raise HerdtraceError(f"--duration must be positive, got {self.duration}")
+        check_output(self.output, self.force)
+        targets.require_alive(self.pids)
+        if self.command:
+            targets.require_command(self.command[0])
+
+
+@dataclass
+class RecordSummary:
+    output: Path
+    duration_s: float
+    wakeups: int
+    accepts: int
+    accept_eagain: int
+    connections: int
+    threads: int
+    lost_events: int
+    rows: int
+    stop_reason: str
+
+    def line(self) -> str:
+        return (
+            f"{DONE_LINE} {self.duration_s:.1f}s: {self.wakeups} wakeups, {self.accepts} accepts, "
+            f"{self.accept_eagain} EAGAINs, {self.connections} connections, "
+            f"lost {self.lost_events} -> {self.output}"
+        )
+
+
+class Tally:
+    """Running counts over everything written, for the summary line."""
+
+    def __init__(self) -> None:
+        self.by_kind = np.zeros(8, dtype=np.int64)
+        self.accepts = 0
+        self.eagain = 0
+
+    def add(self, ev: np.ndarray) -> None:
+        self.by_kind += np.bincount(ev["kind"], minlength=8)[:8]
+        acc = ev["kind"] == Kind.ACCEPT
+        self.accepts += int(np.count_nonzero(acc & (ev["ret"] >= 0)))
+        self.eagain += int(np.count_nonzero(acc & (ev["ret"] == -EAGAIN)))
+
+
+def outcome_of(returned: bool, accepts: int, eagains: int) -> Outcome:
+    if not returned:
+        return Outcome.UNRESOLVED
+    if accepts:
+        return Outcome.ACCEPTED
+    if eagains:
+        return Outcome.EAGAIN
+    return Outcome.OTHER
+
+
+
+
+class Sink:
+    """The recording being written, with its running counts."""
+
+    def __init__(self, path: Path) -> None:
+        self.writer = RecordingWriter(path)
+        self.tally = Tally()
+
+    def write(self, ev: np.ndarray) -> None:
+        self.writer.write(ev)
+        self.tally.add(ev)
+
+    def summary(self, opts: RecordOptions, duration_s: float, lost: int, reason: str) -> RecordSummary:
+        t = self.tally
+        return RecordSummary(
+            output=opts.output, duration_s=duration_s,
+            wakeups=int(t.by_kind[Kind.WAKEUP]), accepts=t.accepts, accept_eagain=t.eagain,
+            connections=int(t.by_kind[Kind.CONN]), threads=int(t.by_kind[Kind.THREAD]),
+            lost_events=lost, rows=self.writer.rows, stop_reason=reason,
+        )
+
+
+def iso(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).isoformat()
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def base_metadata(
+    opts: RecordOptions, backend: str, start_ns: int, end_ns: int, wall_offset_ns: int,
+    reason: str, rows: int,
+) -> dict[str, Any]:
+    """Metadata every recording carries, whichever collector made it."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "label": opts.label,
+        "herdtrace_version": __version__,
+        "backend": backend,
+        "kernel_release": platform.release(),
+        "os": platform.system(),
+        "hostname": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "start_time": iso(start_ns + wall_offset_ns),
+        "end_time": iso(end_ns + wall_offset_ns),
+        "start_monotonic_ns": start_ns,
+        "end_monotonic_ns": end_ns,
+        "wall_minus_monotonic_ns": wall_offset_ns,
+        "herdtrace_command": sys.argv,
+        "rows": rows,
+        "stop_reason": reason,
+    }
