@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import signal
 import sys
 import threading
@@ -11,8 +12,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from herdtrace.errors import HerdtraceError
+
 if TYPE_CHECKING:
     from herdtrace.collectors.session import RecordSummary
+
+
+def default_backend() -> str:
+    return "bcc" if sys.platform.startswith("linux") else "dtrace"
 
 
 def default_output() -> Path:
@@ -28,6 +35,7 @@ def record_command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output file.")] = False,
     label: Annotated[str | None, typer.Option(help="Label for analysis, e.g. the mode [default: file name].")] = None,
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
+    backend: Annotated[str, typer.Option(help="bcc (Linux eBPF) or dtrace (FreeBSD, macOS, illumos) [default: by platform].")] = default_backend(),
 ) -> None:
     """Record every wakeup of the target's threads, with its cause and outcome."""
     from herdtrace.collectors.bpf_collector import record
@@ -45,8 +53,15 @@ def record_command(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    record(opts, stop, on_ready=lambda line: print(line, file=sys.stderr, flush=True),
-           on_done=print_summary)
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    if backend == "dtrace":
+        from herdtrace.collectors.dtrace_collector import record_dtrace
+
+        print_summary(record_dtrace(opts, stop, on_ready=say))
+    elif backend == "bcc":
+        record(opts, stop, on_ready=say, on_done=print_summary)
+    else:
+        raise HerdtraceError(f"unknown --backend {backend!r}; backends: bcc, dtrace")
 
 
 def print_summary(summary: RecordSummary) -> None:
@@ -56,7 +71,29 @@ def print_summary(summary: RecordSummary) -> None:
                    "raise --buffer-pages", err=True)
 
 
+def import_dtrace_command(
+    transcript: Annotated[Path, typer.Argument(help="kevent.d output saved to a file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Recording to write.")],
+    stderr: Annotated[Path | None, typer.Option(help="dtrace's stderr saved to a file (drops become lost events).")] = None,
+    label: Annotated[str | None, typer.Option(help="Label for analysis [default: file name].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the output file.")] = False,
+) -> None:
+    """Turn a saved kevent.d transcript (from a BSD machine) into a recording."""
+    from herdtrace.collectors.dtrace_collector import convert_transcript
+    from herdtrace.collectors.session import RecordOptions
+
+    for path in (transcript, stderr):
+        if path is not None and not path.is_file():
+            raise HerdtraceError(f"{path}: no such file")
+    with transcript.open(errors="replace") as out_lines:
+        err_lines = stderr.read_text(errors="replace").splitlines() if stderr else []
+        summary = convert_transcript(out_lines, err_lines,
+                                     RecordOptions(output=output, label=label, force=force))
+    print_summary(summary)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("import-dtrace")(import_dtrace_command)
     app.command(
         "record",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": False},

@@ -37,12 +37,15 @@ class RecordOptions:
     flush_rows: int = 65536
     flush_interval_s: float = 1.0
 
+    def validate_output(self) -> None:
+        check_output(self.output, self.force)
+
     def validate(self) -> None:
         if bool(self.pids) == bool(self.command):
             raise HerdtraceError("give --pid PID (repeatable) or -- COMMAND ARGS, not both")
         if self.duration is not None and self.duration <= 0:
             raise HerdtraceError(f"--duration must be positive, got {self.duration}")
-        check_output(self.output, self.force)
+        self.validate_output()
         targets.require_alive(self.pids)
         if self.command:
             targets.require_command(self.command[0])
