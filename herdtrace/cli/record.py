@@ -31,7 +31,7 @@ def record_command(
     pid: Annotated[list[int] | None, typer.Option("--pid", "-p", help="Process to trace, with its threads and children (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Recording file [default: herdtrace-<timestamp>.parquet].")] = None,
     duration: Annotated[float | None, typer.Option("--duration", "-d", help="Seconds to record (default: until Ctrl-C/SIGTERM or the target exits).")] = None,
-    buffer_pages: Annotated[int, typer.Option(help="Ring buffer size in pages (power of two).")] = 1024,
+    buffer_pages: Annotated[int, typer.Option(help="Ring buffer size in pages (power of two).")] = 4096,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output file.")] = False,
     label: Annotated[str | None, typer.Option(help="Label for analysis, e.g. the mode [default: file name].")] = None,
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,

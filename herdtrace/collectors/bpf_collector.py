@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import platform
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from herdtrace.collectors import targets
+from herdtrace.collectors.ringbuf import RingReader
 from herdtrace.collectors.session import (
     READY_LINE,
     RecordOptions,
@@ -52,7 +55,9 @@ class Recorder:
     def __init__(self, opts: RecordOptions) -> None:
         self.opts = opts
         self.plan: program.ProbePlan | None = None
-        self.chunks: list[bytes] = []
+        self.batches: list[np.ndarray] = []
+        self.buffered = 0
+        self.reader: RingReader | None = None
         self.bpf: Any = None
         self.sink: Sink | None = None
         self.command: targets.GatedCommand | None = None
@@ -61,8 +66,12 @@ class Recorder:
         self.cmdlines = {str(p): cmdline(p) for p in opts.pids}
 
     # ---- set-up -------------------------------------------------------------
-    def _on_event(self, _ctx: Any, data: int, size: int) -> None:
-        self.chunks.append(ctypes.string_at(data, size))
+    def _drain(self) -> None:
+        assert self.reader is not None
+        batch = self.reader.read()
+        if len(batch):
+            self.batches.append(batch)
+            self.buffered += len(batch)
 
     def _trace(self, infos: list[targets.ThreadInfo], now_ns: int) -> None:
         table = self.bpf[b"traced"]
@@ -105,11 +114,11 @@ class Recorder:
 
     # ---- the loop -------------------------------------------------------------
     def _flush(self) -> None:
-        if not self.chunks:
+        if not self.batches:
             return
-        blob = b"".join(self.chunks)
-        self.chunks.clear()
-        ev = np.frombuffer(blob, dtype=EVENT_DTYPE)
+        ev = np.concatenate(self.batches)
+        self.batches.clear()
+        self.buffered = 0
         self._write(ev)
 
     def _write(self, ev: np.ndarray) -> None:
@@ -140,6 +149,9 @@ class Recorder:
     def close(self) -> None:
         """Detach the probes: slow (the kernel waits for RCU per tracepoint), so it
         comes after the recording is written and the summary is out."""
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
@@ -170,7 +182,10 @@ class Recorder:
             self._trace(self.traced_at_start, start_ns)
         else:
             self._attach_pids(start_ns)
-        self.bpf[b"events"].open_ring_buffer(self._on_event)
+        ring = self.bpf[b"events"]
+        self.reader = RingReader(ring.map_fd, opts.probe.ringbuf_pages * mmap.PAGESIZE, EVENT_DTYPE)
+        self.poller = select.epoll()
+        self.poller.register(ring.map_fd, select.EPOLLIN)
         self.sink = Sink(opts.output)
         self._write(self._initial_thread_rows(start_ns))
         if self.command is not None:
@@ -187,9 +202,10 @@ class Recorder:
         last_flush = time.monotonic()
         last_check = 0.0
         while True:
-            self.bpf.ring_buffer_poll(100)
+            self.poller.poll(0.1)
+            self._drain()
             now = time.monotonic()
-            if len(self.chunks) >= opts.flush_rows or now - last_flush >= opts.flush_interval_s:
+            if self.buffered >= opts.flush_rows or now - last_flush >= opts.flush_interval_s:
                 self._flush()
                 last_flush = now
             if stop.is_set():
@@ -206,16 +222,16 @@ class Recorder:
         # Freeze the probes so the kernel state is final, drain, then close open wakeups.
         control = self.bpf[b"control"]
         control[control.Key(0)] = control.Leaf(1)
-        self.bpf.ring_buffer_consume()
+        self._drain()
         self._flush()
         self._write(self._pending_wakeups())
         end_ns = time.monotonic_ns()
         counters = self._counters()
         lost = sum(counters["lost_events"])
         meta = base_metadata(self.opts, "bcc", start_ns, end_ns, wall_offset, reason,
-                             self.sink.writer.rows)
+                             self.sink.rows)
         meta.update(self._bcc_metadata(counters))
-        self.sink.writer.close(meta)
+        self.sink.close(meta)
         if self.command is not None and reason != "target exited":
             self.command.terminate()
             self.command.wait()

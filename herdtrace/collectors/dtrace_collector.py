@@ -69,9 +69,9 @@ def convert_transcript(
 
 def _close(sink: Sink, parser: DtraceParser, opts: RecordOptions, backend: str, start_ns: int,
            end_ns: int, wall_offset: int, reason: str) -> RecordSummary:
-    meta = base_metadata(opts, backend, start_ns, end_ns, wall_offset, reason, sink.writer.rows)
+    meta = base_metadata(opts, backend, start_ns, end_ns, wall_offset, reason, sink.rows)
     meta.update(dtrace_metadata(parser.stats, opts))
-    sink.writer.close(meta)
+    sink.close(meta)
     return sink.summary(opts, (end_ns - start_ns) / 1e9, parser.stats.lost_events, reason)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import queue
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,15 +102,49 @@ def outcome_of(returned: bool, accepts: int, eagains: int) -> Outcome:
 
 
 class Sink:
-    """The recording being written, with its running counts."""
+    """The recording being written, with its running counts.
+
+    Parquet encoding and compression run on a writer thread (pyarrow releases the
+    GIL), so draining the kernel's buffer never waits for them: a flush of 100k
+    rows takes a few hundred ms, long enough to fill a small ring buffer.
+    """
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.writer = RecordingWriter(path)
         self.tally = Tally()
+        self.rows = 0
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="herdtrace-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (ev := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.writer.write(ev)
+                except Exception as exc:  # reported to the recording thread
+                    self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise HerdtraceError(f"writing {self.path} failed: {self._error}")
 
     def write(self, ev: np.ndarray) -> None:
-        self.writer.write(ev)
+        self._check()
+        if len(ev) == 0:
+            return
         self.tally.add(ev)
+        self.rows += len(ev)
+        self._queue.put(ev)
+
+    def close(self, metadata: dict[str, Any]) -> None:
+        """Finish writing, then the footer with the metadata: a complete file."""
+        self._queue.put(None)
+        self._thread.join()
+        self._check()
+        self.writer.close(metadata)
 
     def summary(self, opts: RecordOptions, duration_s: float, lost: int, reason: str) -> RecordSummary:
         t = self.tally
@@ -116,7 +152,7 @@ class Sink:
             output=opts.output, duration_s=duration_s,
             wakeups=int(t.by_kind[Kind.WAKEUP]), accepts=t.accepts, accept_eagain=t.eagain,
             connections=int(t.by_kind[Kind.CONN]), threads=int(t.by_kind[Kind.THREAD]),
-            lost_events=lost, rows=self.writer.rows, stop_reason=reason,
+            lost_events=lost, rows=self.rows, stop_reason=reason,
         )
 
 

@@ -11,7 +11,7 @@
 #include "herd_event.h"
 
 #ifndef RINGBUF_PAGES
-#define RINGBUF_PAGES 1024
+#define RINGBUF_PAGES 4096
 #endif
 #ifndef MAX_THREADS
 #define MAX_THREADS 65536

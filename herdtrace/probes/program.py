@@ -20,7 +20,7 @@ FIX = "run `herdtrace doctor` (or `make setup`) for the fix"
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    ringbuf_pages: int = 1024  # 4 MiB with 4 KiB pages
+    ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages: ~130k records of slack
     max_threads: int = 65536
     cause_window_ns: int = 200_000
     sk_key: int = field(default_factory=lambda: secrets.randbits(63))

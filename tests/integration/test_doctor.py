@@ -30,7 +30,7 @@ def test_print_bpf_shows_program_and_flags() -> None:
     assert proc.returncode == 0
     assert "TRACEPOINT_PROBE(sched, sched_waking)" in proc.stdout
     assert "struct herd_event {" in proc.stdout
-    assert "-DRINGBUF_PAGES=1024" in proc.stdout
+    assert "-DRINGBUF_PAGES=4096" in proc.stdout
 
 
 def as_nobody(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:

@@ -55,3 +55,23 @@ def test_record_command_from_first_instruction(tmp_path: Path, mode: str, thread
     # The server and every worker it forked or spawned were followed from the start.
     assert rec.meta["target"]["command"][1:4] == ["-m", "herdtrace", "lab"]
     assert rec.threads["tid"].nunique() >= 5
+
+
+def test_small_ring_wraps_without_loss(tmp_path: Path) -> None:
+    """32 KiB of ring (256 records) for ~5000 records: the reader follows it round."""
+    from herdtrace.bench.runner import RecordingProcess
+    from herdtrace.workloads.lab import LabServer
+    from herdtrace.workloads.load import LoadOptions, run_load
+    from herdtrace.workloads.server import ServerOptions
+
+    out = tmp_path / "small.parquet"
+    with LabServer(ServerOptions(mode="epoll-shared", workers=4)) as srv:
+        rec = RecordingProcess(srv.pid, out, ("--buffer-pages", "8"))
+        run_load(LoadOptions(port=srv.port, concurrency=1, connections=CONNECTIONS))
+        truth = srv.stop()
+        rec.wait()
+    loaded = load.load_recording(out)
+    assert loaded.meta["ringbuf_bytes"] == 8 * 4096
+    total_rows = loaded.meta["rows"]
+    assert total_rows > 10 * 256
+    check_against_truth(out, truth.accepts, truth.eagain, "epoll-shared")
