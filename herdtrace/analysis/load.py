@@ -68,17 +68,59 @@ def read_metadata(path: Path) -> tuple[pq.ParquetFile, dict[str, Any]]:
     return pf, meta
 
 
-def _read_kind(pf: pq.ParquetFile, path: Path, kind: Kind, columns: list[str]) -> pa.Table:
-    parts = []
+_KIND_COLUMNS: dict[Kind, list[str]] = {
+    Kind.WAKEUP: _WAKEUP_COLS, Kind.ACCEPT: _ACCEPT_COLS, Kind.CONN: _CONN_COLS,
+    Kind.THREAD: _THREAD_COLS, Kind.THREAD_EXIT: ["ts", "tid"],
+}
+
+
+def _read_kinds(pf: pq.ParquetFile, path: Path, kinds: tuple[Kind, ...]) -> dict[Kind, pa.Table]:
+    """One pass over the file, row group by row group (bounded memory), split by kind."""
+    wanted = {k: _KIND_COLUMNS[k] for k in kinds}
+    columns = sorted({c for cols in wanted.values() for c in cols} | {"kind"})
+    parts: dict[Kind, list[pa.Table]] = {k: [] for k in wanted}
     try:
-        for i in range(pf.num_row_groups):  # row group by row group: bounded memory
-            rg = pf.read_row_group(i, columns=[*columns, "kind"])
-            parts.append(rg.filter(pc.equal(rg["kind"], int(kind))).drop_columns(["kind"]))
+        for i in range(pf.num_row_groups):
+            rg = pf.read_row_group(i, columns=columns)
+            kind_col = rg["kind"]
+            for kind, cols in wanted.items():
+                parts[kind].append(rg.select(cols).filter(pc.equal(kind_col, int(kind))))
     except (pa.ArrowException, OSError) as exc:
         raise HerdtraceError(f"{path}: corrupt recording ({exc})") from None
-    if not parts:
-        return pa.table({c: pa.array([], type=pf.schema_arrow.field(c).type) for c in columns})
-    return pa.concat_tables(parts)
+    schema = pf.schema_arrow
+    return {
+        kind: pa.concat_tables(tables) if tables else
+        pa.table({c: pa.array([], type=schema.field(c).type) for c in wanted[kind]})
+        for kind, tables in parts.items()
+    }
+
+
+def _take_pandas(tables: dict[Kind, pa.Table], kind: Kind) -> pd.DataFrame:
+    """Take one kind's table out of `tables` and convert it column by column: each
+    column's Arrow chunks are freed, and handed back to the system, before the next
+    is converted (Arrow's allocator keeps freed memory, so converting a whole table
+    at once peaks at twice its size). One block per column: no consolidation copies.
+    16-byte addresses become two uint64 words, peer_hi and peer_lo."""
+    table = tables.pop(kind)
+    pool = pa.default_memory_pool()
+    df = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
+    for name in table.column_names:
+        column = table.column(name)
+        table = table.drop_columns([name])  # the only other reference: freed below
+        if name == "raddr":
+            df["peer_hi"], df["peer_lo"] = _peer_words(column)
+        else:
+            df[name] = column.to_pandas()
+        del column
+        pool.release_unused()
+    return df
+
+
+def _sorted_by(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Time order (accept and connection records arrive nearly sorted already)."""
+    if df[column].is_monotonic_increasing:
+        return df
+    return df.sort_values(column, kind="stable", ignore_index=True)
 
 
 def _peer_words(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,55 +134,54 @@ def _peer_words(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
 
 
-def _with_peer(table: pa.Table) -> pd.DataFrame:
-    hi, lo = _peer_words(table["raddr"])
-    df = table.drop_columns(["raddr"]).to_pandas()
-    df["peer_hi"] = hi
-    df["peer_lo"] = lo
+def _zero_to_na(s: pd.Series) -> pd.Series:
+    values = s.to_numpy()
+    return pd.Series(pd.arrays.IntegerArray(values.astype(np.int64), values == 0), index=s.index)
+
+
+def _codes(s: pd.Series, dtype: pd.CategoricalDtype) -> pd.Categorical:
+    """Enum values 1..n stored as u8 -> a categorical (0, "none", becomes NaN)."""
+    return pd.Categorical.from_codes(s.to_numpy().astype(np.int8) - 1, dtype=dtype)
+
+
+def wakeups_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per wakeup, in the order recorded: a wakeup is written when its outcome
+    is known, so not strictly by `ts` (sort a slice when a timeline needs it; sorting
+    ten million rows would double the memory analysis needs)."""
+    df = df.rename(columns={"other_tid": "waker_tid", "other_tgid": "waker_tgid",
+                            "cpu": "waker_cpu"})
+    df["outcome"] = _codes(df["outcome"], OUTCOMES)
+    df["wait_call"] = _codes(df["wait_call"], WAIT_CALLS)
+    flags = df.pop("flags").to_numpy()
+    df["net_cause"] = (flags & int(Flag.NET_CAUSE)) > 0
+    df["waker_idle"] = (flags & int(Flag.WAKER_IDLE)) > 0
+    oncpu = df["oncpu_ts"].to_numpy()
+    df["wake_latency_ns"] = np.where(oncpu > 0, oncpu.astype(np.float64) - df["ts"].to_numpy(),
+                                     np.nan)
+    df["conn_id"] = _zero_to_na(df["conn_id"])
     return df
 
 
-def _zero_to_na(s: pd.Series) -> pd.Series:
-    return s.astype("Int64").mask(s == 0)
-
-
-def wakeups_frame(table: pa.Table) -> pd.DataFrame:
-    df = table.to_pandas()
-    df = df.rename(columns={"other_tid": "waker_tid", "other_tgid": "waker_tgid",
-                            "cpu": "waker_cpu"})
-    df["outcome"] = pd.Categorical.from_codes(df["outcome"].astype(np.int16) - 1, dtype=OUTCOMES)
-    df["wait_call"] = pd.Categorical.from_codes(df["wait_call"].astype(np.int16) - 1,
-                                                dtype=WAIT_CALLS)
-    flags = df.pop("flags")
-    df["net_cause"] = (flags & int(Flag.NET_CAUSE)) > 0
-    df["waker_idle"] = (flags & int(Flag.WAKER_IDLE)) > 0
-    seen = df["oncpu_ts"] > 0
-    df["wake_latency_ns"] = (df["oncpu_ts"].astype(np.float64) - df["ts"]).where(seen)
-    df["conn_id"] = _zero_to_na(df["conn_id"])
-    return df.sort_values("ts", kind="stable").reset_index(drop=True)
-
-
-def accepts_frame(table: pa.Table) -> pd.DataFrame:
-    df = _with_peer(table)
-    df["wait_call"] = pd.Categorical.from_codes(df["wait_call"].astype(np.int16) - 1,
-                                                dtype=WAIT_CALLS)
-    flags = df.pop("flags")
+def accepts_frame(df: pd.DataFrame) -> pd.DataFrame:
+    df = _sorted_by(df, "ts")
+    df["wait_call"] = _codes(df["wait_call"], WAIT_CALLS)
+    flags = df.pop("flags").to_numpy()
     df["has_peer"] = (flags & int(Flag.PEER)) > 0
     df["accepted"] = df["ret"] >= 0
     df["eagain"] = df["ret"] == -EAGAIN
-    return df.sort_values("ts", kind="stable").reset_index(drop=True)
+    return df
 
 
-def connections_frame(table: pa.Table) -> pd.DataFrame:
-    df = _with_peer(table)
-    df["ipv6"] = (df.pop("flags") & int(Flag.IPV6)) > 0
-    return df.sort_values("ts", kind="stable").reset_index(drop=True)
+def connections_frame(df: pd.DataFrame) -> pd.DataFrame:
+    df = _sorted_by(df, "ts")
+    df["ipv6"] = (df.pop("flags").to_numpy() & int(Flag.IPV6)) > 0
+    return df
 
 
-def threads_frame(started: pa.Table, exited: pa.Table) -> pd.DataFrame:
-    df = started.to_pandas().rename(columns={"ts": "start_ts", "other_tid": "parent"})
+def threads_frame(started: pd.DataFrame, exited: pd.DataFrame) -> pd.DataFrame:
+    df = started.rename(columns={"ts": "start_ts", "other_tid": "parent"})
     df["comm"] = df["comm"].str.decode("utf-8", errors="replace").str.rstrip("\0")
-    ends = exited.to_pandas().groupby("tid")["ts"].max().rename("exit_ts")
+    ends = exited.groupby("tid")["ts"].max().rename("exit_ts")
     df = df.drop_duplicates("tid", keep="first").join(ends, on="tid")
     return df.sort_values("start_ts", kind="stable").reset_index(drop=True)
 
@@ -148,15 +189,18 @@ def threads_frame(started: pa.Table, exited: pa.Table) -> pd.DataFrame:
 def load_recording(path: Path | str, label: str | None = None) -> Recording:
     path = Path(path)
     pf, meta = read_metadata(path)
+    # Wakeups first, converted before the rest is read: the peak is one copy of them.
+    wakeups = wakeups_frame(_take_pandas(_read_kinds(pf, path, (Kind.WAKEUP,)), Kind.WAKEUP))
+    tables = _read_kinds(pf, path, (Kind.ACCEPT, Kind.CONN, Kind.THREAD, Kind.THREAD_EXIT))
     return Recording(
         path=path,
         label=label or meta.get("label") or path.stem,
         meta=meta,
-        wakeups=wakeups_frame(_read_kind(pf, path, Kind.WAKEUP, _WAKEUP_COLS)),
-        accepts=accepts_frame(_read_kind(pf, path, Kind.ACCEPT, _ACCEPT_COLS)),
-        connections=connections_frame(_read_kind(pf, path, Kind.CONN, _CONN_COLS)),
-        threads=threads_frame(_read_kind(pf, path, Kind.THREAD, _THREAD_COLS),
-                              _read_kind(pf, path, Kind.THREAD_EXIT, ["ts", "tid"])),
+        wakeups=wakeups,
+        accepts=accepts_frame(_take_pandas(tables, Kind.ACCEPT)),
+        connections=connections_frame(_take_pandas(tables, Kind.CONN)),
+        threads=threads_frame(_take_pandas(tables, Kind.THREAD),
+                              _take_pandas(tables, Kind.THREAD_EXIT)),
     )
 
 

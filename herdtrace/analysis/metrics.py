@@ -24,13 +24,24 @@ def outcome_counts(wakeups: pd.DataFrame) -> dict[str, int]:
 
 
 def percentiles_us(values_ns: pd.Series) -> dict[str, float] | None:
-    v = values_ns.dropna()
-    if v.empty:
+    """p50/p90/p99/max in µs (linear interpolation, as pandas' quantile)."""
+    arr = values_ns.to_numpy(dtype=np.float64, na_value=np.nan)
+    v = arr[~np.isnan(arr)]  # our own copy: percentile may reorder it in place
+    if len(v) == 0:
         return None
-    q = v.quantile(list(QUANTILES.values())).to_numpy() / 1e3
+    q = np.percentile(v, [p * 100 for p in QUANTILES.values()], overwrite_input=True) / 1e3
     out = {k: float(x) for k, x in zip(QUANTILES, q, strict=True)}
     out["max"] = float(v.max()) / 1e3
     return out
+
+
+def peer_key(df: pd.DataFrame) -> np.ndarray:
+    """(address, port) folded into one uint64, so joins hash one column, not three."""
+    hi = df["peer_hi"].to_numpy(np.uint64)
+    lo = df["peer_lo"].to_numpy(np.uint64)
+    port = df["rport"].to_numpy(np.uint64)
+    with np.errstate(over="ignore"):
+        return ((lo ^ (hi * np.uint64(0x9E3779B97F4A7C15))) << np.uint64(16)) | port
 
 
 def match_accepts(
@@ -47,10 +58,12 @@ def match_accepts(
     cols = ["ts", "tid", "conn_id", "conn_ts", "accept_latency_ns"]
     if ok.empty or connections.empty:
         return pd.DataFrame(columns=cols), None
-    conns = connections[["ts", "conn_id", *PEER_KEY]].rename(columns={"ts": "conn_ts"})
-    with_peer = ok[ok["has_peer"]]
+    conns = pd.DataFrame({"conn_ts": connections["ts"].to_numpy(),
+                          "conn_id": connections["conn_id"].to_numpy(),
+                          "peer": peer_key(connections)})
+    with_peer = ok.loc[ok["has_peer"], ["ts", "tid"]].assign(peer=peer_key(ok[ok["has_peer"]]))
     by_peer = pd.merge_asof(with_peer.sort_values("ts"), conns.sort_values("conn_ts"),
-                            left_on="ts", right_on="conn_ts", by=PEER_KEY, direction="backward")
+                            left_on="ts", right_on="conn_ts", by="peer", direction="backward")
     rest = ok[~ok["has_peer"]].sort_values("ts").reset_index(drop=True)
     method = "peer" if rest.empty else "fifo"
     if not rest.empty:
@@ -64,7 +77,8 @@ def match_accepts(
 
 def waiting_threads(rec: Recording) -> pd.Index:
     """Threads that waited (were woken in, or returned from, a wait): the workers."""
-    return pd.Index(pd.concat([rec.wakeups["tid"], rec.accepts["tid"]]).unique(), name="tid")
+    tids = np.union1d(pd.unique(rec.wakeups["tid"]), pd.unique(rec.accepts["tid"]))
+    return pd.Index(tids, name="tid")
 
 
 def accepts_per_thread(rec: Recording) -> pd.Series:
@@ -85,30 +99,55 @@ def max_share(counts: pd.Series) -> float | None:
 
 def per_thread(rec: Recording) -> pd.DataFrame:
     w = rec.wakeups
-    outcomes = pd.crosstab(w["tid"], w["outcome"], dropna=False).reindex(
-        columns=OUTCOMES.categories, fill_value=0)
+    by_tid = w.groupby("tid")
+    outcomes = (w.groupby(["tid", "outcome"], observed=False).size()
+                .unstack("outcome", fill_value=0).reindex(columns=OUTCOMES.categories, fill_value=0))
+    outcomes.columns = outcomes.columns.astype(str)
     a = rec.accepts
     acc = a.groupby("tid").agg(accepts=("accepted", "sum"), accept_eagain=("eagain", "sum"))
-    out = pd.DataFrame(index=waiting_threads(rec)).join(w.groupby("tid").size().rename("wakeups"))
+    out = pd.DataFrame(index=waiting_threads(rec)).join(by_tid.size().rename("wakeups"))
     out = out.join(outcomes).join(acc).fillna(0).astype(np.int64)
-    out = out.join(w.groupby("tid")["wake_latency_ns"].median().rename("wake_latency_p50_ns"))
+    out = out.join(by_tid["wake_latency_ns"].median().rename("wake_latency_p50_ns"))
     return out.sort_index()
 
 
 def per_connection(rec: Recording) -> pd.DataFrame:
     """How many threads each connection woke, and which thread accepted it."""
-    w = rec.wakeups.dropna(subset=["conn_id"])
     cols = ["conn_id", "conn_ts", "wakeups", "threads_woken", "winner_tid", "accept_latency_ns"]
-    if w.empty or rec.connections.empty:
+    conns = rec.connections
+    if conns.empty:
         return pd.DataFrame(columns=cols)
-    woke = w.groupby("conn_id").agg(wakeups=("tid", "size"), threads_woken=("tid", "nunique"))
-    matched, _ = match_accepts(rec.accepts, rec.connections)
-    winners = matched.dropna(subset=["conn_id"]).drop_duplicates("conn_id").set_index("conn_id")
-    conns = rec.connections.set_index("conn_id")[["ts"]].rename(columns={"ts": "conn_ts"})
-    out = conns.join(woke, how="left").join(
-        winners[["tid", "accept_latency_ns"]].rename(columns={"tid": "winner_tid"}), how="left")
-    out[["wakeups", "threads_woken"]] = out[["wakeups", "threads_woken"]].fillna(0).astype(np.int64)
-    return out.reset_index()[cols]
+    matched, _ = match_accepts(rec.accepts, conns)
+    # Each wakeup's row in `connections`, by binary search over the sorted ids.
+    ids = conns["conn_id"].to_numpy(np.int64)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    woke_conn = rec.wakeups["conn_id"].to_numpy(dtype=np.int64, na_value=0)
+    pos = np.minimum(np.searchsorted(sorted_ids, woke_conn), len(ids) - 1)
+    hit = sorted_ids[pos] == woke_conn
+    row = order[pos[hit]]
+    del woke_conn, pos
+    # Distinct (connection, thread) pairs: sort the packed pair (tid < 2^22), keep firsts.
+    pairs = (row << 22) | rec.wakeups["tid"].to_numpy()[hit]
+    del hit
+    pairs.sort()
+    first = np.ones(len(pairs), bool)
+    first[1:] = pairs[1:] != pairs[:-1]
+    wakeups = np.bincount(row, minlength=len(ids))
+    del row
+    out = pd.DataFrame({
+        "conn_id": ids, "conn_ts": conns["ts"].to_numpy(), "wakeups": wakeups,
+        "threads_woken": np.bincount(pairs[first] >> 22, minlength=len(ids)),
+    })
+    won = matched.dropna(subset=["conn_id"])
+    at = order[np.searchsorted(sorted_ids, won["conn_id"].to_numpy(np.int64))]
+    winner = np.full(len(ids), np.nan)
+    latency = np.full(len(ids), np.nan)
+    winner[at[::-1]] = won["tid"].to_numpy(np.float64)[::-1]  # the first accept wins
+    latency[at[::-1]] = won["accept_latency_ns"].to_numpy(np.float64)[::-1]
+    out["winner_tid"] = pd.array(winner, dtype="Int64")
+    out["accept_latency_ns"] = latency
+    return out[cols]
 
 
 def _ratio(num: float, den: float) -> float | None:

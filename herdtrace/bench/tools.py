@@ -53,7 +53,9 @@ def run_wrk(opts: LoadOptions) -> LoadResult:
     if opts.duration is None:
         raise HerdtraceError("--load wrk runs for a duration: give --duration, not --connections")
     url = f"http://{opts.host}:{opts.port}/"
-    cmd = [wrk, "-t1", f"-c{opts.concurrency}", f"-d{opts.duration}s", "--latency", url]
+    # Connection: close, so that every request is a new connection, as in the lab.
+    cmd = [wrk, "-t1", f"-c{opts.concurrency}", f"-d{opts.duration}s", "--latency",
+           "-H", "Connection: close", url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
     done = int(_num(r"(\d+) requests in", out, 0) or 0)
     elapsed = _num(r"requests in ([\d.]+)s", out, 0.0) or 0.0
