@@ -100,16 +100,23 @@ class PerfRecord(_Process):
     def start(self, pids: list[int], workdir: Path) -> None:
         self.output = workdir / "perf.data"
         events = [arg for tp in TRACEPOINTS for arg in ("-e", tp)]
+        ctl, ack = workdir / "perf-ctl", workdir / "perf-ack"
+        for fifo in (ctl, ack):
+            fifo.unlink(missing_ok=True)
+            os.mkfifo(fifo)
+        # System-wide, as a perf user must: sched_waking fires in the waker's context
+        # (a client, a softirq), which per-task (-p) events never see. Started
+        # disabled, then enabled over its control fifo: recording has surely begun
+        # when perf acknowledges.
         self.proc = subprocess.Popen(
-            ["perf", "record", "-q", "-o", str(self.output), *events,
-             "-p", ",".join(map(str, pids))],
+            ["perf", "record", "-q", "-a", "-D", "-1", "--control", f"fifo:{ctl},{ack}",
+             "-o", str(self.output), *events],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        # perf says nothing once attached: wait until it has written its header.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (self.output.exists()
-                                                   and self.output.stat().st_size > 0):
-            time.sleep(0.1)
-        time.sleep(1.0)
+        with ctl.open("w") as c, ack.open() as a:
+            c.write("enable\n")
+            c.flush()
+            if a.readline().strip() != "ack":
+                raise RuntimeError("perf record did not acknowledge enable")
 
     def stop(self) -> dict[str, object]:
         out = self._interrupt()

@@ -32,7 +32,11 @@ def run_ab(opts: LoadOptions) -> LoadResult:
     count = ["-n", str(opts.connections)] if opts.connections else ["-t", str(opts.duration),
                                                                      "-n", "10000000"]
     cmd = [ab, "-q", "-r", "-s", str(int(opts.timeout)), "-c", str(opts.concurrency), *count, url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out = proc.stdout
+    if "Complete requests" not in out:
+        last = (proc.stderr or out).strip().splitlines()
+        raise HerdtraceError(f"ab failed: {last[-1] if last else f'exit {proc.returncode}'}")
     complete = int(_num(r"^Complete requests:\s+(\d+)", out, 0) or 0)
     failed = int(_num(r"^Failed requests:\s+(\d+)", out, 0) or 0)
     elapsed = _num(r"^Time taken for tests:\s+([\d.]+)", out, 0.0) or 0.0
@@ -54,9 +58,14 @@ def run_wrk(opts: LoadOptions) -> LoadResult:
         raise HerdtraceError("--load wrk runs for a duration: give --duration, not --connections")
     url = f"http://{opts.host}:{opts.port}/"
     # Connection: close, so that every request is a new connection, as in the lab.
-    cmd = [wrk, "-t1", f"-c{opts.concurrency}", f"-d{opts.duration}s", "--latency",
+    seconds = max(1, round(opts.duration))  # wrk takes whole seconds
+    cmd = [wrk, "-t1", f"-c{opts.concurrency}", f"-d{seconds}s", "--latency",
            "-H", "Connection: close", url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out = proc.stdout
+    if "requests in" not in out:
+        last = (proc.stderr or out).strip().splitlines()
+        raise HerdtraceError(f"wrk failed: {last[-1] if last else f'exit {proc.returncode}'}")
     done = int(_num(r"(\d+) requests in", out, 0) or 0)
     elapsed = _num(r"requests in ([\d.]+)s", out, 0.0) or 0.0
     errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))

@@ -35,6 +35,7 @@ class RingReader:
             raise HerdtraceError(f"ring buffer size {data_size} is not a power of two")
         page = mmap.PAGESIZE
         self.dtype = dtype
+        self.size = data_size
         self.mask = data_size - 1
         self.stride = (dtype.itemsize + HEADER + 7) & ~7
         self.data_offset = page  # in the producer mapping: producer page, then data

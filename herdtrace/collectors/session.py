@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -38,6 +39,7 @@ class RecordOptions:
     label: str | None = None  # how analyze groups recordings (default: the file name)
     flush_rows: int = 65536
     flush_interval_s: float = 1.0
+    drain_interval_s: float = 0.01
 
     def validate_output(self) -> None:
         check_output(self.output, self.force)
@@ -105,21 +107,28 @@ class Sink:
     """The recording being written, with its running counts.
 
     Parquet encoding and compression run on a writer thread (pyarrow releases the
-    GIL), so draining the kernel's buffer never waits for them: a flush of 100k
-    rows takes a few hundred ms, long enough to fill a small ring buffer.
+    GIL), so draining the kernel's buffer never waits for them. The thread runs at
+    the lowest priority: under a saturating load the traced server keeps the CPU
+    and encoding catches up when it idles. At most QUEUE_BATCHES batches wait;
+    past that, draining waits for the writer (and the kernel counts what it
+    cannot hold) rather than memory growing without bound.
     """
+
+    QUEUE_BATCHES = 64
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.writer = RecordingWriter(path)
         self.tally = Tally()
         self.rows = 0
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue()
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(self.QUEUE_BATCHES)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="herdtrace-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        with contextlib.suppress(OSError):  # Linux: nice applies to this thread alone
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while (ev := self._queue.get()) is not None:
             if self._error is None:
                 try:

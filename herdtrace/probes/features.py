@@ -123,6 +123,13 @@ def kernel_headers() -> Headers | None:
     return Headers(path=build.resolve(), release=release, running=running)
 
 
+def pid_max() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 4194304  # the largest Linux allows
+
+
 def kprobes_available() -> bool:
     root = tracefs_root()
     return root is not None and (root / "kprobe_events").exists()

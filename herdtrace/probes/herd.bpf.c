@@ -4,8 +4,8 @@
 // tracepoint arguments, helper results and user memory, never kernel structs,
 // so headers of a different kernel version are safe.
 //
-// Options (-D): RINGBUF_PAGES, MAX_THREADS, CAUSE_WINDOW_NS, SK_KEY,
-// HAVE_SK_DATA_READY, HAVE_EPOLL_PWAIT2, PORT_FILTER.
+// Options (-D): RINGBUF_PAGES, PID_MAX, MAX_THREADS, CAUSE_WINDOW_NS, SK_KEY, TP_RETURN,
+// HAVE_SK_DATA_READY, HAVE_EPOLL_PWAIT2.
 #include <uapi/linux/ptrace.h>
 #include <linux/signal.h>  // sigset_t, in the generated args of epoll_pwait/ppoll/pselect6
 #include "herd_event.h"
@@ -13,11 +13,20 @@
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 4096
 #endif
+#ifndef PID_MAX
+#define PID_MAX 4194304  // /proc/sys/kernel/pid_max, passed at load time
+#endif
 #ifndef MAX_THREADS
 #define MAX_THREADS 65536
 #endif
 #ifndef CAUSE_WINDOW_NS
 #define CAUSE_WINDOW_NS 200000
+#endif
+// A classic tracepoint's BPF program decides, by returning non-zero, whether the
+// event still reaches perf: 0 would silently empty a `perf record` of the same
+// tracepoints running beside herdtrace. 1 lets it through.
+#ifndef TP_RETURN
+#define TP_RETURN 1
 #endif
 #ifndef SK_KEY
 #define SK_KEY 0x5bd1e995ULL
@@ -64,11 +73,19 @@ struct net_cause {
 };
 
 BPF_HASH(traced, u32, struct traced_thread, MAX_THREADS);
+// The same set as a flat array indexed by tid: most events are of untraced threads,
+// and an array lookup (inlined by the verifier) rejects them far cheaper than a hash.
+BPF_ARRAY(is_traced, u8, PID_MAX);
 BPF_HASH(listen_ports, u16, u8, 1024);
 BPF_ARRAY(conn_seq, u64, 1);
 BPF_PERCPU_ARRAY(cause, struct net_cause, 1);
 BPF_PERCPU_ARRAY(counters, u64, CNT_NUM);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+// User space drains on a clock and never sleeps on the ring: no wakeups needed.
+#ifndef BPF_RB_NO_WAKEUP
+#define BPF_RB_NO_WAKEUP 1
+#endif
+
 // control[0] = 1 freezes every probe: user space then reads final state without
 // paying for detaching (tracepoint unregistration waits for RCU, ~80 ms each).
 BPF_ARRAY(control, u32, 1);
@@ -77,6 +94,13 @@ static __always_inline int frozen(void) {
     int zero = 0;
     u32 *c = control.lookup(&zero);
     return c && *c;
+}
+
+static __always_inline struct traced_thread *find(u32 tid) {
+    u8 *on = is_traced.lookup(&tid);
+    if (!on || !*on)
+        return 0;
+    return traced.lookup(&tid);
 }
 
 static __always_inline void count(int idx) {
@@ -101,7 +125,7 @@ static __always_inline void emit(const struct herd_event *src) {
         return;
     }
     __builtin_memcpy(e, src, sizeof(struct herd_event));
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline struct herd_event *new_event(u8 kind) {
@@ -130,7 +154,7 @@ static __always_inline void announce(struct traced_thread *t, u32 tid, u32 tgid)
     e->tgid = tgid;
     e->other_tid = t->parent;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void close_wakeup(struct traced_thread *t, u8 unreturned_outcome) {
@@ -147,20 +171,17 @@ static __always_inline void close_wakeup(struct traced_thread *t, u8 unreturned_
     t->pending = 0;
 }
 
-static __always_inline int wait_enter(u8 call, s32 fd, u64 buf) {
-    if (frozen())
-        return 0;
+static __always_inline void wait_enter(u8 call, s32 fd, u64 buf) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
-    struct traced_thread *t = traced.lookup(&tid);
-    if (!t)
-        return 0;
+    struct traced_thread *t = find(tid);
+    if (!t || frozen())
+        return;
     announce(t, tid, id >> 32);
     t->wait_call = call;
     t->wait_fd = fd;
     t->enter_ts = bpf_ktime_get_ns();
     t->accept_buf = buf;
-    return 0;
 }
 
 static __always_inline void emit_accept(struct traced_thread *t, u32 tid, s32 ret) {
@@ -190,17 +211,15 @@ static __always_inline void emit_accept(struct traced_thread *t, u32 tid, s32 re
         }
         e->rport = (port_be >> 8) | ((port_be & 0xff) << 8);
     }
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline int wait_exit(long ret) {
-    if (frozen())
-        return 0;
+static __always_inline void wait_exit(long ret) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
-    struct traced_thread *t = traced.lookup(&tid);
-    if (!t || !t->wait_call)
-        return 0;
+    struct traced_thread *t = find(tid);
+    if (!t || !t->wait_call || frozen())
+        return;
     announce(t, tid, id >> 32);
     u8 call = t->wait_call;
     if (call == HERD_CALL_ACCEPT || call == HERD_CALL_ACCEPT4) {
@@ -218,15 +237,16 @@ static __always_inline int wait_exit(long ret) {
         t->wakeup.ret = (s32)ret;
     }
     t->wait_call = HERD_CALL_NONE;
-    return 0;
 }
 
 #define WAIT_SYSCALL(name, call, fdexpr, bufexpr)             \
     TRACEPOINT_PROBE(syscalls, sys_enter_##name) {            \
-        return wait_enter(call, (s32)(fdexpr), (u64)(bufexpr)); \
+        wait_enter(call, (s32)(fdexpr), (u64)(bufexpr));      \
+        return TP_RETURN;                                     \
     }                                                         \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) {             \
-        return wait_exit(args->ret);                          \
+        wait_exit(args->ret);                                 \
+        return TP_RETURN;                                     \
     }
 
 WAIT_SYSCALL(accept, HERD_CALL_ACCEPT, args->fd, args->upeer_sockaddr)
@@ -242,16 +262,14 @@ WAIT_SYSCALL(select, HERD_CALL_SELECT, args->n, 0)
 WAIT_SYSCALL(pselect6, HERD_CALL_PSELECT6, args->n, 0)
 
 TRACEPOINT_PROBE(sched, sched_waking) {
-    if (frozen())
-        return 0;
     u32 tid = args->pid;
-    struct traced_thread *t = traced.lookup(&tid);
-    if (!t || !t->wait_call)
-        return 0;
+    struct traced_thread *t = find(tid);
+    if (!t || !t->wait_call || frozen())
+        return TP_RETURN;
     if (t->pending) {
         if (!t->returned) {
             count(CNT_MERGED);
-            return 0;
+            return TP_RETURN;
         }
         close_wakeup(t, HERD_OUTCOME_OTHER);
     }
@@ -281,15 +299,14 @@ TRACEPOINT_PROBE(sched, sched_waking) {
     }
     t->pending = 1;
     t->returned = 0;
-    return 0;
+    return TP_RETURN;
 }
 
 TRACEPOINT_PROBE(sched, sched_switch) {
-    if (frozen())
-        return 0;
+    // The hottest probe: one lookup per side, most of them misses.
     u32 prev = args->prev_pid;
-    struct traced_thread *t = traced.lookup(&prev);
-    if (t) {
+    struct traced_thread *t = find(prev);
+    if (t && !frozen()) {
         announce(t, prev, bpf_get_current_pid_tgid() >> 32);
         // Blocking again inside a wait ends the open wakeup: a woken wait that
         // never returned was absorbed.
@@ -297,35 +314,35 @@ TRACEPOINT_PROBE(sched, sched_switch) {
             close_wakeup(t, HERD_OUTCOME_ABSORBED);
     }
     u32 next = args->next_pid;
-    t = traced.lookup(&next);
-    if (t && t->pending && !t->wakeup.oncpu_ts)
+    t = find(next);
+    if (t && t->pending && !t->wakeup.oncpu_ts && !frozen())
         t->wakeup.oncpu_ts = bpf_ktime_get_ns();
-    return 0;
+    return TP_RETURN;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_fork) {
-    if (frozen())
-        return 0;
     u32 parent = args->parent_pid;
-    if (!traced.lookup(&parent))
-        return 0;
+    if (!find(parent) || frozen())
+        return TP_RETURN;
     u32 child = args->child_pid;
     struct traced_thread fresh = {};
     fresh.fork_ts = bpf_ktime_get_ns();
     fresh.parent = parent;
-    if (traced.insert(&child, &fresh))
+    if (traced.insert(&child, &fresh)) {
         count(CNT_THREADS_FULL);
-    return 0;
+        return TP_RETURN;
+    }
+    u8 one = 1;
+    is_traced.update(&child, &one);
+    return TP_RETURN;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
-    if (frozen())
-        return 0;
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
-    struct traced_thread *t = traced.lookup(&tid);
-    if (!t)
-        return 0;
+    struct traced_thread *t = find(tid);
+    if (!t || frozen())
+        return TP_RETURN;
     announce(t, tid, id >> 32);
     if (t->pending)
         close_wakeup(t, HERD_OUTCOME_OTHER);
@@ -333,35 +350,37 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     if (e) {
         e->tid = tid;
         e->tgid = id >> 32;
-        events.ringbuf_submit(e, 0);
+        events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     }
     traced.delete(&tid);
-    return 0;
+    u8 zero8 = 0;
+    is_traced.update(&tid, &zero8);
+    return TP_RETURN;
 }
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     if (frozen())
-        return 0;
+        return TP_RETURN;
     if (args->protocol != PROTO_TCP)
-        return 0;
+        return TP_RETURN;
     u16 port = args->sport;
     if (args->newstate == ST_LISTEN) {
         // listen() by a traced thread runs in its context: learn its port.
         u32 tid = (u32)bpf_get_current_pid_tgid();
-        if (traced.lookup(&tid)) {
+        if (find(tid)) {
             u8 one = 1;
             listen_ports.update(&port, &one);
         }
-        return 0;
+        return TP_RETURN;
     }
     if (args->oldstate != ST_SYN_RECV || args->newstate != ST_ESTABLISHED)
-        return 0;
+        return TP_RETURN;
     if (!listen_ports.lookup(&port))
-        return 0;
+        return TP_RETURN;
     int zero = 0;
     u64 *seq = conn_seq.lookup(&zero);
     if (!seq)
-        return 0;
+        return TP_RETURN;
     u64 conn_id = __sync_fetch_and_add(seq, 1) + 1;
     struct net_cause *c = cause.lookup(&zero);
     if (c) {
@@ -370,7 +389,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     }
     struct herd_event *e = new_event(HERD_KIND_CONN);
     if (!e)
-        return 0;
+        return TP_RETURN;
     e->conn_id = conn_id;
     e->sk = sk_id(args->skaddr);
     e->lport = port;
@@ -383,18 +402,18 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
         e->raddr[11] = 0xff;
         __builtin_memcpy(&e->raddr[12], args->daddr, 4);
     }
-    events.ringbuf_submit(e, 0);
-    return 0;
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    return TP_RETURN;
 }
 
 #ifdef HAVE_SK_DATA_READY
 TRACEPOINT_PROBE(sock, sk_data_ready) {
     if (frozen())
-        return 0;
+        return TP_RETURN;
     int zero = 0;
     struct net_cause *c = cause.lookup(&zero);
     if (!c)
-        return 0;
+        return TP_RETURN;
     u64 now = bpf_ktime_get_ns();
     c->ready_ts = now;
     c->ready_sk = sk_id(args->skaddr);
@@ -405,6 +424,6 @@ TRACEPOINT_PROBE(sock, sk_data_ready) {
     else
         c->ready_conn = 0;
     c->conn_ts = 0;
-    return 0;
+    return TP_RETURN;
 }
 #endif

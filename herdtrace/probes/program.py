@@ -51,6 +51,7 @@ def plan(options: ProbeOptions) -> ProbePlan:
         f"-I{HEADER_PATH.parent}",
         f"-DRINGBUF_PAGES={options.ringbuf_pages}",
         f"-DMAX_THREADS={options.max_threads}",
+        f"-DPID_MAX={features.pid_max()}",
         f"-DCAUSE_WINDOW_NS={options.cause_window_ns}",
         f"-DSK_KEY={options.sk_key}ULL",
     ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from herdtrace.analysis import load, metrics
 from herdtrace.bench.runner import RunSpec, run_once
+from herdtrace.cli import app
 from tests.integration.helpers import record_lab_command
 
 CONNECTIONS = 1000
@@ -57,21 +59,38 @@ def test_record_command_from_first_instruction(tmp_path: Path, mode: str, thread
     assert rec.threads["tid"].nunique() >= 5
 
 
-def test_small_ring_wraps_without_loss(tmp_path: Path) -> None:
-    """32 KiB of ring (256 records) for ~5000 records: the reader follows it round."""
+def record_lab_with_ring(tmp_path: Path, pages: int) -> tuple[Path, int, int]:
     from herdtrace.bench.runner import RecordingProcess
     from herdtrace.workloads.lab import LabServer
     from herdtrace.workloads.load import LoadOptions, run_load
     from herdtrace.workloads.server import ServerOptions
 
-    out = tmp_path / "small.parquet"
+    out = tmp_path / f"ring{pages}.parquet"
     with LabServer(ServerOptions(mode="epoll-shared", workers=4)) as srv:
-        rec = RecordingProcess(srv.pid, out, ("--buffer-pages", "8"))
+        rec = RecordingProcess(srv.pid, out, ("--buffer-pages", str(pages)))
         run_load(LoadOptions(port=srv.port, concurrency=1, connections=CONNECTIONS))
         truth = srv.stop()
         rec.wait()
+    return out, truth.accepts, truth.eagain
+
+
+def test_small_ring_wraps_without_loss(tmp_path: Path) -> None:
+    """256 KiB of ring (2048 records) for ~6000 records: the reader follows it round."""
+    out, accepts, eagain = record_lab_with_ring(tmp_path, 64)
     loaded = load.load_recording(out)
-    assert loaded.meta["ringbuf_bytes"] == 8 * 4096
-    total_rows = loaded.meta["rows"]
-    assert total_rows > 10 * 256
-    check_against_truth(out, truth.accepts, truth.eagain, "epoll-shared")
+    assert loaded.meta["ringbuf_bytes"] == 64 * 4096
+    assert loaded.meta["rows"] > 2 * 2048
+    check_against_truth(out, accepts, eagain, "epoll-shared")
+
+
+def test_lost_events_are_counted_and_shown(tmp_path: Path) -> None:
+    """One page (32 records) cannot hold 10 ms of this load: records are lost, and said so."""
+    out, accepts, _ = record_lab_with_ring(tmp_path, 1)
+    rec = load.load_recording(out)
+    lost = rec.meta["lost_events"]
+    assert lost > 0 and sum(rec.meta["lost_per_cpu"]) == lost
+    summary = metrics.summarize(rec)
+    assert summary["lost_events"] == lost
+    assert summary["accepted"] < accepts  # what was lost is missing, not made up
+    result = CliRunner().invoke(app, ["analyze", str(out)])
+    assert "lost events" in result.output and str(lost) in result.output

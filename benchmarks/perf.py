@@ -1,0 +1,245 @@
+"""`make bench-perf`: herdtrace's cost, measured side by side with bpftrace and perf.
+
+1. Observer effect: throughput of a saturating wrk load (a new connection per
+   request) on the lab server (epoll-shared, epoll-exclusive; 4 workers) and on
+   nginx (4 workers) when installed, untraced and traced by herdtrace record, by a
+   bpftrace script counting the same tracepoints in the kernel, and by perf
+   record of the same tracepoints. Interleaved A B C D, repeated, with spread.
+2. Drain: the highest wakeup-record rate herdtrace records with zero loss, and
+   the collector's CPU use, from a C wakeup generator (benchmarks/wakegen.c).
+3. Analysis: time and peak memory of analysing 1, 3 and 10 million wakeups.
+4. Size: bytes per wakeup on disk, herdtrace's recording against perf.data,
+   recorded at the same time on the same run.
+
+Every figure is measured in this run; targets missed are printed with the gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import analysis_speed, servers, tracers
+from herdtrace.analysis import load
+from herdtrace.bench.tools import run_wrk
+from herdtrace.workloads.load import LoadOptions, run_load
+
+TARGETS = {"drain_rate": 300_000, "analysis_10m_s": 10.0, "analysis_10m_mib": 2048.0}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---- 1. observer effect ------------------------------------------------------
+def throughput(port: int, seconds: float) -> float:
+    result = run_wrk(LoadOptions(port=port, concurrency=16, duration=seconds))
+    return result.throughput_rps
+
+
+def observer_effect(repeats: int, seconds: float) -> dict[str, Any]:
+    kinds = tracers.available()
+    results: dict[str, dict[str, list[float]]] = {}
+    lost: dict[str, list[int]] = {}
+    work = tracers.workdir()
+    names = list(servers.targets(work))
+    for rep in range(repeats):
+        for target in names:
+            for kind in kinds:  # interleaved: untraced, herdtrace, bpftrace, perf, untraced, ...
+                tracer = kind()
+                with servers.targets(work)[target] as (pids, port):
+                    tracer.start(pids, work)
+                    rps = throughput(port, seconds)
+                    info = tracer.stop()
+                results.setdefault(target, {}).setdefault(tracer.name, []).append(rps)
+                if tracer.name == "herdtrace":
+                    lost.setdefault(target, []).append(int(info.get("lost_events", 0)))  # type: ignore[call-overload]
+                say(f"  [{rep + 1}/{repeats}] {target:22s} {tracer.name:12s} {rps:9.0f} req/s")
+    shutil.rmtree(work, ignore_errors=True)
+    return {"throughput": results, "herdtrace_lost": lost}
+
+
+def spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:8.0f} ({min(values):.0f}-{max(values):.0f})"
+
+
+def report_observer(obs: dict[str, Any]) -> list[str]:
+    verdicts = []
+    say("\n1. Observer effect: saturating wrk -c16, new connection per request; "
+        "req/s mean (min-max), ratio to untraced")
+    for target, by_tracer in obs["throughput"].items():
+        base = statistics.fmean(by_tracer["untraced"])
+        say(f"  {target}")
+        ratios = {}
+        for name, values in by_tracer.items():
+            ratios[name] = statistics.fmean(values) / base
+            say(f"    {name:12s} {spread(values)}  ratio {ratios[name]:.3f}")
+        lost = obs["herdtrace_lost"].get(target, [])
+        say(f"    herdtrace lost events per run: {lost}")
+        if "bpftrace" in ratios:
+            ok = ratios["herdtrace"] >= ratios["bpftrace"]
+            verdicts.append(f"{target}: herdtrace ratio {ratios['herdtrace']:.3f} "
+                            f"{'>=' if ok else '<'} bpftrace {ratios['bpftrace']:.3f}"
+                            + ("" if ok else f" (short by {ratios['bpftrace'] - ratios['herdtrace']:.3f})"))
+        if "perf record" in ratios:
+            ok = ratios["herdtrace"] > ratios["perf record"]
+            verdicts.append(f"{target}: herdtrace ratio {ratios['herdtrace']:.3f} "
+                            f"{'>' if ok else '<='} perf record {ratios['perf record']:.3f}")
+        verdicts.append(f"{target}: herdtrace lost {sum(lost)} at saturating load"
+                        + ("" if sum(lost) == 0 else " (target: 0)"))
+    return verdicts
+
+
+# ---- 2. drain ------------------------------------------------------------------
+def build_wakegen(work: Path) -> Path:
+    exe = work / "wakegen"
+    src = Path(__file__).with_name("wakegen.c")
+    subprocess.run(["cc", "-O2", "-pthread", "-o", str(exe), str(src)], check=True)
+    return exe
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain_run(exe: Path, work: Path, rate_per_pair: float, seconds: float) -> dict[str, float]:
+    """wakegen (2 pairs) recorded by --pid; records/s, lost, and the collector's CPU
+    between attaching and writing the summary (start-up and detach excluded)."""
+    out = work / "drain.parquet"
+    gen = subprocess.Popen([str(exe), "2", str(seconds + 5), str(rate_per_pair)],
+                           stdout=subprocess.DEVNULL)
+    rec = subprocess.Popen([sys.executable, "-m", "herdtrace", "record", "--pid", str(gen.pid),
+                            "-o", str(out), "--force", "--duration", str(seconds)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert rec.stderr is not None
+    cpu0 = t0 = None
+    cpu = span = 0.0
+    for line in rec.stderr:
+        if line.startswith("herdtrace: recording"):
+            cpu0, t0 = cpu_seconds(rec.pid), time.monotonic()
+        elif line.startswith("herdtrace: recorded") and cpu0 is not None and t0 is not None:
+            cpu, span = cpu_seconds(rec.pid) - cpu0, time.monotonic() - t0
+    rec.wait()
+    gen.send_signal(signal.SIGTERM)
+    gen.wait()
+    if rec.returncode != 0 or not span:
+        raise RuntimeError("herdtrace record failed in the drain benchmark")
+    _, meta = load.read_metadata(out)
+    wakeups = load.load_recording(out).wakeups
+    recorded = (meta["end_monotonic_ns"] - meta["start_monotonic_ns"]) / 1e9
+    return {"round_trips_per_s": 2 * rate_per_pair, "wakeups_per_s": len(wakeups) / recorded,
+            "lost": meta["lost_events"], "collector_cpu_pct": 100 * cpu / span}
+
+
+def drain(seconds: float) -> list[dict[str, float]]:
+    work = tracers.workdir()
+    exe = build_wakegen(work)
+    runs = []
+    for rate in (25_000, 50_000, 75_000, 100_000, 0):  # 0: as fast as the generator goes
+        r = drain_run(exe, work, rate, seconds)
+        runs.append(r)
+        target = "unpaced" if rate == 0 else f"{2 * rate:,.0f} rt/s"
+        say(f"  generator {target:>14s}: {r['wakeups_per_s']:10,.0f} wakeups/s recorded, "
+            f"lost {r['lost']:.0f}, collector CPU {r['collector_cpu_pct']:.0f}% of a core")
+    shutil.rmtree(work, ignore_errors=True)
+    return runs
+
+
+def report_drain(runs: list[dict[str, float]]) -> list[str]:
+    clean = [r for r in runs if r["lost"] == 0]
+    best = max(clean, key=lambda r: r["wakeups_per_s"]) if clean else None
+    if best is None:
+        return ["drain: every rate lost records"]
+    ok = best["wakeups_per_s"] >= TARGETS["drain_rate"]
+    gap = "" if ok else f" (short of {TARGETS['drain_rate']:,} by {TARGETS['drain_rate'] - best['wakeups_per_s']:,.0f})"
+    return [f"drain: {best['wakeups_per_s']:,.0f} wakeups/s with zero loss, collector at "
+            f"{best['collector_cpu_pct']:.0f}% of a core{gap}"]
+
+
+# ---- 4. size -------------------------------------------------------------------
+def size(connections: int) -> dict[str, float]:
+    """herdtrace and perf record on the same lab run."""
+    work = tracers.workdir()
+    with servers.lab("epoll-shared") as (pids, port):
+        ht, pf = tracers.Herdtrace(), tracers.PerfRecord()
+        ht.start(pids, work)
+        pf.start(pids, work)
+        run_load(LoadOptions(port=port, concurrency=1, connections=connections))
+        pf_info = pf.stop()
+        ht_info = ht.stop()
+    wakeups = len(load.load_recording(work / "herdtrace.parquet").wakeups)
+    out = {"wakeups": wakeups, "herdtrace_bytes": float(ht_info["bytes"]),  # type: ignore[arg-type]
+           "perf_bytes": float(pf_info["bytes"])}  # type: ignore[arg-type]
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench-perf", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="load per observer run")
+    parser.add_argument("--sizes", default="1000000,3000000,10000000")
+    parser.add_argument("--skip", default="", help="comma list of: observer,drain,analysis,size")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench-perf needs root (BPF, perf, bpftrace)", file=sys.stderr)
+        return 2
+    skip = set(filter(None, args.skip.split(",")))
+    figures: dict[str, Any] = {"machine": {"kernel": os.uname().release, "cpus": os.cpu_count()}}
+    verdicts: list[str] = []
+    started = time.monotonic()
+    if "observer" not in skip:
+        say("1. observer effect (interleaved runs)")
+        figures["observer"] = observer_effect(args.repeats, args.seconds)
+        verdicts += report_observer(figures["observer"])
+    if "drain" not in skip:
+        say("\n2. drain")
+        figures["drain"] = drain(3.0)
+        verdicts += report_drain(figures["drain"])
+    if "analysis" not in skip:
+        say("\n3. analysis (load + summarize + per_thread + per_connection, fresh process)")
+        sizes = tuple(int(s) for s in args.sizes.split(","))
+        with tempfile.TemporaryDirectory(prefix="herdtrace-analysis-") as tmp:
+            figures["analysis"] = analysis_speed.run(sizes, Path(tmp))
+        for a in figures["analysis"]:
+            say(f"  {a['wakeups']:>11,} wakeups: {a['seconds']:6.2f} s, peak {a['peak_mib']:7.0f} MiB "
+                f"(file {a['file_mib']:.0f} MiB)")
+        biggest = figures["analysis"][-1]
+        if biggest["wakeups"] >= 10_000_000:
+            ok_t = biggest["seconds"] < TARGETS["analysis_10m_s"]
+            ok_m = biggest["peak_mib"] < TARGETS["analysis_10m_mib"]
+            verdicts.append(f"analysis of 10M: {biggest['seconds']:.1f} s "
+                            f"({'met' if ok_t else 'missed'}: < 10 s), {biggest['peak_mib']:.0f} MiB "
+                            f"({'met' if ok_m else 'missed'}: < 2048 MiB)")
+    if "size" not in skip and shutil.which("perf"):
+        say("\n4. size on disk (same run, recorded by both)")
+        s = size(2000)
+        figures["size"] = s
+        ht, pf = s["herdtrace_bytes"] / s["wakeups"], s["perf_bytes"] / s["wakeups"]
+        say(f"  {s['wakeups']:.0f} wakeups: herdtrace {ht:.1f} B/wakeup, perf.data {pf:.1f} B/wakeup "
+            f"({pf / ht:.1f}x)")
+        verdicts.append(f"size: herdtrace {ht:.1f} B/wakeup vs perf.data {pf:.1f} B/wakeup")
+    say(f"\nTargets ({time.monotonic() - started:.0f} s):")
+    for v in verdicts:
+        say(f"  - {v}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
