@@ -150,6 +150,12 @@ def per_connection(rec: Recording) -> pd.DataFrame:
     return out[cols]
 
 
+def _lost(meta: dict[str, Any]) -> int | None:
+    """Lost events; None where nobody could count them (the recorder died)."""
+    lost = meta.get("lost_events", 0)
+    return None if lost is None else int(lost)
+
+
 def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if den else None
 
@@ -181,7 +187,7 @@ def summarize(rec: Recording) -> dict[str, Any]:
         "accepts_per_thread": {str(t): int(n) for t, n in per.items()},
         "fairness_jain": jain_index(per),
         "max_share": max_share(per),
-        "lost_events": int(rec.meta.get("lost_events", 0)),
+        "lost_events": _lost(rec.meta),
         "attribution": rec.meta.get("attribution"),
         "eagain_per_accept": _ratio(int(a["eagain"].sum()), accepted),
         "kernel": rec.meta.get("kernel_release"),
@@ -193,7 +199,8 @@ def combine(recs: list[Recording]) -> Recording:
     if len(recs) == 1:
         return recs[0]
     meta = dict(recs[0].meta)
-    meta["lost_events"] = sum(int(r.meta.get("lost_events", 0)) for r in recs)
+    losts = [_lost(r.meta) for r in recs]
+    meta["lost_events"] = None if None in losts else sum(x for x in losts if x is not None)
     meta["start_monotonic_ns"] = 0
     meta["end_monotonic_ns"] = int(sum((r.duration_s or 0.0) * 1e9 for r in recs))
     meta["combined_files"] = [str(r.path) for r in recs]

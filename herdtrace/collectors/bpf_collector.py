@@ -187,17 +187,20 @@ class Recorder:
             self._attach_pids(start_ns)
         ring = self.bpf[b"events"]
         self.reader = RingReader(ring.map_fd, opts.probe.ringbuf_pages * mmap.PAGESIZE, EVENT_DTYPE)
-
         self.sink = Sink(opts.output)
-        self._write(self._initial_thread_rows(start_ns))
-        if self.command is not None:
-            self.command.release()
-        if on_ready:
-            what = " ".join(opts.command) if opts.command else f"pid {', '.join(map(str, opts.pids))}"
-            on_ready(f"{READY_LINE} {len(self.traced_at_start)} threads of {what} "
-                     f"-> {opts.output} (Ctrl-C to stop)")
-        reason = self._loop(stop, start_ns)
-        return self._finish(start_ns, wall_offset, reason)
+        try:
+            self._write(self._initial_thread_rows(start_ns))
+            if self.command is not None:
+                self.command.release()
+            if on_ready:
+                what = " ".join(opts.command) if opts.command else f"pid {', '.join(map(str, opts.pids))}"
+                on_ready(f"{READY_LINE} {len(self.traced_at_start)} threads of {what} "
+                         f"-> {opts.output} (Ctrl-C to stop)")
+            reason = self._loop(stop, start_ns)
+            return self._finish(start_ns, wall_offset, reason)
+        except BaseException:
+            self.sink.abandon()  # no half-written recording left behind
+            raise
 
     def _loop(self, stop: threading.Event, start_ns: int) -> str:
         opts = self.opts

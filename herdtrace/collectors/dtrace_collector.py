@@ -99,34 +99,39 @@ def record_dtrace(
     parser = DtraceParser(targets.listening_ports(targets.descendants(opts.pids))
                           if opts.pids else None)
     sink = Sink(opts.output)
-    start_ns = time.monotonic_ns()
-    wall_offset = time.time_ns() - start_ns
-    reason = "target exited"
-    streams = {proc.stdout: parser.feed, proc.stderr: parser.feed_stderr}
-    last_flush = time.monotonic()
-    interrupted = False
-    while streams:
-        for stream in select.select(list(streams), [], [], 0.1)[0]:
-            line = stream.readline()
-            if not line:
-                del streams[stream]
-                continue
-            streams[stream](line)
-            if on_ready and parser.saw_header:
-                on_ready(f"{READY_LINE} {' '.join(cmd[-2:])} with dtrace -> {opts.output} "
-                         "(Ctrl-C to stop)")
-                on_ready = None
-        if time.monotonic() - last_flush >= opts.flush_interval_s:
-            sink.write(parser.take())
-            last_flush = time.monotonic()
-        timed_out = opts.duration is not None and time.monotonic_ns() - start_ns >= opts.duration * 1e9
-        if not interrupted and (stop.is_set() or timed_out):
-            reason = "signal" if stop.is_set() else "duration"
-            proc.send_signal(signal.SIGINT)  # dtrace prints what it has buffered and exits
-            interrupted = True
-    proc.wait()
-    if proc.returncode not in (0, 130, -signal.SIGINT) and not parser.saw_header:
-        last = parser.stats.messages[-1] if parser.stats.messages else "no message"
-        raise HerdtraceError(f"dtrace failed (exit {proc.returncode}): {last}")
-    sink.write(parser.finish())
-    return _close(sink, parser, opts, "dtrace", start_ns, time.monotonic_ns(), wall_offset, reason)
+    try:
+        start_ns = time.monotonic_ns()
+        wall_offset = time.time_ns() - start_ns
+        reason = "target exited"
+        streams = {proc.stdout: parser.feed, proc.stderr: parser.feed_stderr}
+        last_flush = time.monotonic()
+        interrupted = False
+        while streams:
+            for stream in select.select(list(streams), [], [], 0.1)[0]:
+                line = stream.readline()
+                if not line:
+                    del streams[stream]
+                    continue
+                streams[stream](line)
+                if on_ready and parser.saw_header:
+                    on_ready(f"{READY_LINE} {' '.join(cmd[-2:])} with dtrace -> {opts.output} "
+                             "(Ctrl-C to stop)")
+                    on_ready = None
+            if time.monotonic() - last_flush >= opts.flush_interval_s:
+                sink.write(parser.take())
+                last_flush = time.monotonic()
+            timed_out = opts.duration is not None and time.monotonic_ns() - start_ns >= opts.duration * 1e9
+            if not interrupted and (stop.is_set() or timed_out):
+                reason = "signal" if stop.is_set() else "duration"
+                proc.send_signal(signal.SIGINT)  # dtrace prints what it has buffered and exits
+                interrupted = True
+        proc.wait()
+        if proc.returncode not in (0, 130, -signal.SIGINT) and not parser.saw_header:
+            last = parser.stats.messages[-1] if parser.stats.messages else "no message"
+            raise HerdtraceError(f"dtrace failed (exit {proc.returncode}): {last}")
+        sink.write(parser.finish())
+        return _close(sink, parser, opts, "dtrace", start_ns, time.monotonic_ns(), wall_offset,
+                      reason)
+    except BaseException:
+        sink.abandon()
+        raise

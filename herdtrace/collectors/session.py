@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import platform
-import queue
 import socket
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,8 @@ import numpy as np
 
 from herdtrace import __version__
 from herdtrace.collectors import targets
-from herdtrace.collectors.writer import RecordingWriter, check_output
+from herdtrace.collectors.spool import SpoolFile
+from herdtrace.collectors.writer import check_output
 from herdtrace.errors import HerdtraceError
 from herdtrace.probes import program
 from herdtrace.schema import SCHEMA_VERSION, Kind, Outcome
@@ -106,54 +104,29 @@ def outcome_of(returned: bool, accepts: int, eagains: int) -> Outcome:
 class Sink:
     """The recording being written, with its running counts.
 
-    Parquet encoding and compression run on a writer thread (pyarrow releases the
-    GIL), so draining the kernel's buffer never waits for them. The thread runs at
-    the lowest priority: under a saturating load the traced server keeps the CPU
-    and encoding catches up when it idles. At most QUEUE_BATCHES batches wait;
-    past that, draining waits for the writer (and the kernel counts what it
-    cannot hold) rather than memory growing without bound.
+    Records go to a spool that a low-priority process turns into Parquet row
+    groups (collectors/spool.py): the recording process never encodes.
     """
-
-    QUEUE_BATCHES = 64
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.writer = RecordingWriter(path)
+        self.spool = SpoolFile(path)
         self.tally = Tally()
         self.rows = 0
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(self.QUEUE_BATCHES)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="herdtrace-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        with contextlib.suppress(OSError):  # Linux: nice applies to this thread alone
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        while (ev := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self.writer.write(ev)
-                except Exception as exc:  # reported to the recording thread
-                    self._error = exc
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise HerdtraceError(f"writing {self.path} failed: {self._error}")
 
     def write(self, ev: np.ndarray) -> None:
-        self._check()
         if len(ev) == 0:
             return
+        self.spool.append(ev)
         self.tally.add(ev)
         self.rows += len(ev)
-        self._queue.put(ev)
 
     def close(self, metadata: dict[str, Any]) -> None:
-        """Finish writing, then the footer with the metadata: a complete file."""
-        self._queue.put(None)
-        self._thread.join()
-        self._check()
-        self.writer.close(metadata)
+        """Hand over the metadata; returns once the file is complete."""
+        self.spool.finish(metadata)
+
+    def abandon(self) -> None:
+        self.spool.abandon()
 
     def summary(self, opts: RecordOptions, duration_s: float, lost: int, reason: str) -> RecordSummary:
         t = self.tally

@@ -39,7 +39,7 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("workers (threads that waited)", lambda s: str(len(s["accepts_per_thread"]))),
     ("fairness (Jain)", lambda s: _num(s["fairness_jain"], "{:.3f}")),
     ("largest share", lambda s: _num(s["max_share"], "{:.1%}")),
-    ("lost events", lambda s: str(s["lost_events"])),
+    ("lost events", lambda s: "unknown" if s["lost_events"] is None else str(s["lost_events"])),
 )
 
 

@@ -1,0 +1,148 @@
+"""Raw records spooled to disk, turned into Parquet row groups by a low-priority process.
+
+The recording process only appends fixed-size records to `OUTPUT.spool` (a
+memcpy into the page cache): it must keep draining the kernel's ring however
+busy the machine is. A second process, at nice 19, follows the spool and writes
+Parquet row groups as it goes. Under a saturating load the traced server keeps
+the CPU and the writer catches up when it idles; being a separate process, a
+descheduled writer can never hold up the drain (a thread could, holding the GIL).
+
+At the end the recording process writes `OUTPUT.spool.done` (the metadata); the
+writer finishes the spool, writes the footer, removes both files and exits.
+
+Run as: python -m herdtrace.collectors.spool OUTPUT RECORDER_PID
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from herdtrace.collectors.writer import RecordingWriter
+from herdtrace.errors import HerdtraceError
+from herdtrace.schema import EVENT_DTYPE, EVENT_SIZE
+
+ROW_GROUP = 65536
+FLUSH_S = 1.0
+IDLE_SLEEP_S = 0.05
+
+
+def spool_path(output: Path) -> Path:
+    return output.with_name(output.name + ".spool")
+
+
+def done_path(output: Path) -> Path:
+    return output.with_name(output.name + ".spool.done")
+
+
+class SpoolFile:
+    """The recording process's side: append records, then hand over the metadata."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.path = spool_path(output)
+        done_path(output).unlink(missing_ok=True)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.writer = subprocess.Popen(
+            [sys.executable, "-m", "herdtrace.collectors.spool", str(output), str(os.getpid())],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True)
+
+    def append(self, ev: np.ndarray) -> None:
+        data = np.ascontiguousarray(ev).view(np.uint8).data
+        while data:
+            n = os.write(self.fd, data)
+            data = data[n:]
+        if self.writer.poll() is not None:
+            raise HerdtraceError(f"the recording writer stopped: {self._writer_error()}")
+
+    def _writer_error(self) -> str:
+        err = self.writer.stderr.read() if self.writer.stderr else ""
+        lines = err.strip().splitlines()
+        return lines[-1] if lines else f"exit {self.writer.returncode}"
+
+    def finish(self, metadata: dict[str, Any], timeout: float = 600.0) -> None:
+        """Hand over the metadata and wait until the Parquet file is complete."""
+        os.close(self.fd)
+        tmp = done_path(self.output).with_suffix(".tmp")
+        tmp.write_text(json.dumps(metadata))
+        tmp.rename(done_path(self.output))  # atomic: the writer sees all of it or nothing
+        try:
+            self.writer.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.writer.kill()
+            raise HerdtraceError("the recording writer did not finish in time") from None
+        if self.writer.returncode != 0:
+            raise HerdtraceError(f"writing {self.output} failed: {self._writer_error()}")
+
+    def abandon(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        if self.writer.poll() is None:
+            self.writer.kill()
+            self.writer.wait()
+        for p in (self.path, done_path(self.output), self.output):
+            p.unlink(missing_ok=True)
+
+
+def follow(output: Path, parent: int) -> None:
+    """The writer process: spool -> Parquet row groups, until the metadata arrives.
+
+    Row groups of ROW_GROUP rows, or whatever arrived within FLUSH_S. If the
+    recording process dies without handing over metadata, the file is still
+    finished, saying so, with what the spool held.
+    """
+    spool, done = spool_path(output), done_path(output)
+    writer = RecordingWriter(output)
+    pending: list[np.ndarray] = []
+    buffered = 0
+    last_write = time.monotonic()
+    orphaned = False
+    with spool.open("rb") as f:
+        while True:
+            finished = done.exists()  # checked before reading: no record can follow it
+            orphaned = not finished and os.getppid() != parent
+            rows = min((spool.stat().st_size - f.tell()) // EVENT_SIZE, ROW_GROUP - buffered)
+            if rows:
+                pending.append(np.frombuffer(f.read(rows * EVENT_SIZE), dtype=EVENT_DTYPE))
+                buffered += rows
+            end = (finished or orphaned) and not rows
+            if buffered and (buffered >= ROW_GROUP or end or time.monotonic() - last_write >= FLUSH_S):
+                writer.write(np.concatenate(pending))
+                pending, buffered, last_write = [], 0, time.monotonic()
+            if end:
+                break
+            if not rows:
+                time.sleep(IDLE_SLEEP_S)
+    meta = json.loads(done.read_text()) if not orphaned else orphan_metadata()
+    writer.close(meta)
+    spool.unlink()
+    done.unlink(missing_ok=True)
+
+
+def orphan_metadata() -> dict[str, Any]:
+    from herdtrace.schema import SCHEMA_VERSION
+
+    return {"schema_version": SCHEMA_VERSION, "stop_reason": "recorder died",
+            "lost_events": None}
+
+
+def main() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the recorder decides when to stop
+        signal.signal(sig, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(19)
+    follow(Path(sys.argv[1]), int(sys.argv[2]))
+
+
+if __name__ == "__main__":
+    main()
