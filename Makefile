@@ -12,7 +12,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(HT) bench -o $(DEMO_DIR) --force
+	$(HT) bench --repeats 2 -o $(DEMO_DIR) --force
 
 test: setup
 	$(PY) -m pytest tests

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from herdtrace.analysis import load, metrics
 from herdtrace.bench.plan import BenchOptions, PlannedRun, schedule
-from herdtrace.bench.runner import run_once
+from herdtrace.bench.runner import RunSpec, run_once
 
 
 def truth_check(recorded: dict[str, Any], truth: dict[str, Any]) -> str | None:
@@ -49,6 +49,14 @@ def execute_one(planned: PlannedRun, out: Path) -> dict[str, Any]:
     return row
 
 
+def warm_up(first: PlannedRun) -> None:
+    """One short untraced run first: the first measured run should not pay for cold
+    caches and page faults alone."""
+    spec = first.spec
+    run_once(RunSpec(mode=spec.mode, workers=spec.workers, threads=spec.threads,
+                     concurrency=4, connections=500, traced=False), None)
+
+
 def execute(opts: BenchOptions) -> tuple[list[dict[str, Any]], bool]:
     """All runs in schedule order; stops cleanly on Ctrl-C, keeping what finished.
 
@@ -62,6 +70,8 @@ def execute(opts: BenchOptions) -> tuple[list[dict[str, Any]], bool]:
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task("bench", total=len(plan))
         try:
+            progress.update(task, description="warm-up (not counted)")
+            warm_up(plan[0])
             for planned in plan:
                 progress.update(task, description=f"{planned.stem:<40}")
                 rows.append(execute_one(planned, opts.output))

@@ -98,11 +98,14 @@ class PlannedRun:
 
 def schedule(opts: BenchOptions) -> list[PlannedRun]:
     """Every profile, then for each repeat every mode in turn (a b a b ...), so that
-    drift on a noisy machine hits every mode alike."""
+    drift on a noisy machine hits every mode alike; each repeat starts one mode
+    later (a b c, b c a, ...) so that no mode always runs first."""
     runs = []
+    names = opts.resolved_modes()
     for profile in opts.profiles():
         for repeat in range(1, opts.repeats + 1):
-            for mode in opts.resolved_modes():
+            shift = (repeat - 1) % len(names)
+            for mode in names[shift:] + names[:shift]:
                 for traced in (True, False) if opts.observer_effect else (True,):
                     spec = RunSpec(mode=mode, workers=opts.workers, threads=opts.threads,
                                    rate=profile.rate, concurrency=profile.concurrency,

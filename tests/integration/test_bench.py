@@ -62,3 +62,14 @@ def test_bench_bad_mode_is_one_line(tmp_path: Path) -> None:
         "herdtrace: error: unknown mode 'epoll-herd'; modes: epoll-shared, epoll-exclusive, "
         "epoll-one-fd, reuseport, accept-blocking, select-shared, poll-shared, kqueue, "
         "kqueue-wakeone")
+
+
+def test_bench_with_wrk(tmp_path: Path) -> None:
+    out = tmp_path / "wrk"
+    result = CliRunner().invoke(app, ["bench", "--modes", "accept-blocking", "--load", "wrk",
+                                      "-c", "4", "-d", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "summary.json").read_text())["modes"]
+    assert row["agrees_with_truth"], row["disagreements"]
+    assert row["throughput_rps"]["mean"] > 100
+    assert row["recorded"]["accepted"] == row["truth_accepts"] > 100
