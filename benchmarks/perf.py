@@ -198,7 +198,7 @@ def size(connections: int) -> dict[str, float]:
     """herdtrace and perf record on the same lab run."""
     work = tracers.workdir()
     with servers.lab("epoll-shared") as (pids, port):
-        ht, pf = tracers.Herdtrace(), tracers.PerfRecord()
+        ht, pf = tracers.HerdtraceBesidePerf(), tracers.PerfRecord()
         ht.start(pids, work)
         pf.start(pids, work)
         run_load(LoadOptions(port=port, concurrency=1, connections=connections))

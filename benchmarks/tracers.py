@@ -58,12 +58,13 @@ class _Process(Tracer):
 
 class Herdtrace(_Process):
     name = "herdtrace"
+    extra: tuple[str, ...] = ()
 
     def start(self, pids: list[int], workdir: Path) -> None:
         self.output = workdir / "herdtrace.parquet"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "herdtrace", "record", "--pid", str(pids[0]), "-o",
-             str(self.output), "--force"],
+             str(self.output), "--force", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._wait_for("herdtrace: recording")
 
@@ -75,6 +76,12 @@ class Herdtrace(_Process):
         _, meta = read_metadata(self.output)
         return {"lost_events": meta["lost_events"], "summary": done[-1] if done else "",
                 "bytes": self.output.stat().st_size}
+
+
+class HerdtraceBesidePerf(Herdtrace):
+    """herdtrace letting a concurrent perf record see the tracepoints (size run)."""
+
+    extra = ("--let-perf-see",)
 
 
 class Bpftrace(_Process):

@@ -35,6 +35,7 @@ def record_command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output file.")] = False,
     label: Annotated[str | None, typer.Option(help="Label for analysis, e.g. the mode [default: file name].")] = None,
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
+    let_perf_see: Annotated[bool, typer.Option("--let-perf-see", help="Let a perf record of the same tracepoints, running beside herdtrace, see them (costs ~3% of throughput at saturation).")] = False,
     backend: Annotated[str, typer.Option(help="bcc (Linux eBPF) or dtrace (FreeBSD, macOS, illumos) [default: by platform].")] = default_backend(),
 ) -> None:
     """Record every wakeup of the target's threads, with its cause and outcome."""
@@ -42,7 +43,7 @@ def record_command(
     from herdtrace.collectors.session import RecordOptions
     from herdtrace.probes import program
 
-    probe = program.ProbeOptions(ringbuf_pages=buffer_pages)
+    probe = program.ProbeOptions(ringbuf_pages=buffer_pages, let_perf_see=let_perf_see)
     if print_bpf:
         typer.echo(program.source_text(program.plan(probe)))
         return

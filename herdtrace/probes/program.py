@@ -23,6 +23,7 @@ class ProbeOptions:
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages: ~130k records of slack
     max_threads: int = 65536
     cause_window_ns: int = 200_000
+    let_perf_see: bool = False  # keep a concurrent perf record of the same tracepoints working
     sk_key: int = field(default_factory=lambda: secrets.randbits(63))
 
 
@@ -54,6 +55,7 @@ def plan(options: ProbeOptions) -> ProbePlan:
         f"-DPID_MAX={features.pid_max()}",
         f"-DCAUSE_WINDOW_NS={options.cause_window_ns}",
         f"-DSK_KEY={options.sk_key}ULL",
+        f"-DTP_RETURN={int(options.let_perf_see)}",
     ]
     methods = {tp: "tracepoint" for tp in features.REQUIRED_TRACEPOINTS}
     if features.tracepoint_exists("syscalls:sys_enter_epoll_pwait2"):

@@ -31,6 +31,7 @@ def test_print_bpf_shows_program_and_flags() -> None:
     assert "TRACEPOINT_PROBE(sched, sched_waking)" in proc.stdout
     assert "struct herd_event {" in proc.stdout
     assert "-DRINGBUF_PAGES=4096" in proc.stdout
+    assert "-DTP_RETURN=0" in proc.stdout
 
 
 def as_nobody(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
@@ -73,3 +74,22 @@ def test_missing_headers_named(tmp_path: Path) -> None:
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no kernel headers" in lines[0] and "doctor" in lines[0]
+
+
+def test_let_perf_see_keeps_a_concurrent_perf_record_working(tmp_path: Path) -> None:
+    """With --let-perf-see a perf record beside herdtrace still gets its samples."""
+    if shutil.which("perf") is None:
+        pytest.skip("perf (linux-perf) is not installed")
+    out = tmp_path / "beside.parquet"
+    rec = subprocess.Popen([*HT, "record", "--let-perf-see", "-o", str(out), "--", "sleep", "4"],
+                           stderr=subprocess.PIPE, text=True)
+    assert rec.stderr is not None
+    assert rec.stderr.readline().startswith("herdtrace: recording")
+    data = tmp_path / "perf.data"
+    subprocess.run(["perf", "record", "-q", "-a", "-o", str(data), "-e", "sched:sched_switch",
+                    "--", "sleep", "1"], check=True, capture_output=True)
+    stats = subprocess.run(["perf", "report", "-i", str(data), "--stats"], capture_output=True,
+                           text=True).stdout
+    rec.communicate(timeout=60)
+    samples = [int(ln.split()[2]) for ln in stats.splitlines() if "SAMPLE events:" in ln]
+    assert samples and samples[0] > 0
