@@ -26,17 +26,23 @@ def _num(pattern: str, text: str, default: float | None = None) -> float | None:
     return float(m.group(1)) if m else default
 
 
+def _output(cmd: list[str], marker: str) -> str:
+    """The tool's report, or a one-line error with its last words."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if marker not in proc.stdout:
+        last = (proc.stderr or proc.stdout).strip().splitlines()
+        name = cmd[0].rsplit("/", 1)[-1]
+        raise HerdtraceError(f"{name} failed: {last[-1] if last else f'exit {proc.returncode}'}")
+    return proc.stdout
+
+
 def run_ab(opts: LoadOptions) -> LoadResult:
     ab = _need("ab", opts)
     url = f"http://{opts.host}:{opts.port}/"
     count = ["-n", str(opts.connections)] if opts.connections else ["-t", str(opts.duration),
                                                                      "-n", "10000000"]
     cmd = [ab, "-q", "-r", "-s", str(int(opts.timeout)), "-c", str(opts.concurrency), *count, url]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    out = proc.stdout
-    if "Complete requests" not in out:
-        last = (proc.stderr or out).strip().splitlines()
-        raise HerdtraceError(f"ab failed: {last[-1] if last else f'exit {proc.returncode}'}")
+    out = _output(cmd, "Complete requests")
     complete = int(_num(r"^Complete requests:\s+(\d+)", out, 0) or 0)
     failed = int(_num(r"^Failed requests:\s+(\d+)", out, 0) or 0)
     elapsed = _num(r"^Time taken for tests:\s+([\d.]+)", out, 0.0) or 0.0
@@ -61,11 +67,7 @@ def run_wrk(opts: LoadOptions) -> LoadResult:
     seconds = max(1, round(opts.duration))  # wrk takes whole seconds
     cmd = [wrk, "-t1", f"-c{opts.concurrency}", f"-d{seconds}s", "--latency",
            "-H", "Connection: close", url]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    out = proc.stdout
-    if "requests in" not in out:
-        last = (proc.stderr or out).strip().splitlines()
-        raise HerdtraceError(f"wrk failed: {last[-1] if last else f'exit {proc.returncode}'}")
+    out = _output(cmd, "requests in")
     done = int(_num(r"(\d+) requests in", out, 0) or 0)
     elapsed = _num(r"requests in ([\d.]+)s", out, 0.0) or 0.0
     errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))

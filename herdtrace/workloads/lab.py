@@ -57,12 +57,12 @@ def serve_command(opts: ServerOptions, stats: Path) -> list[str]:
 class LabServer:
     """`with LabServer(opts) as srv: ...; truth = srv.stop()`"""
 
-    def __init__(self, opts: ServerOptions, command_prefix: tuple[str, ...] = ()) -> None:
+    def __init__(self, opts: ServerOptions) -> None:
         self.opts = opts
         self._dir = tempfile.TemporaryDirectory(prefix="herdtrace-lab-")
         self.stats_path = Path(self._dir.name) / "truth.json"
         self._log = Path(self._dir.name) / "server.log"
-        self.command = [*command_prefix, *serve_command(opts, self.stats_path)]
+        self.command = serve_command(opts, self.stats_path)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.truth: GroundTruth | None = None
