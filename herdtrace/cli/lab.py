@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
+from herdtrace.errors import HerdtraceError
 from herdtrace.workloads.modes import HERD_MODE, MODES
 
 MODE_HELP = "Wakeup mode: " + ", ".join(MODES) + "."
@@ -45,6 +46,10 @@ def load_command(
 
     result = run_load(LoadOptions(port=port, host=host, rate=rate, concurrency=concurrency,
                                   connections=connections, duration=duration, timeout=timeout))
+    if result.completed == 0 and result.errors:
+        kinds = ", ".join(f"{k} x{n}" for k, n in result.error_kinds.items())
+        raise HerdtraceError(f"no request succeeded ({kinds}): is a server listening on "
+                             f"{host}:{port}?")
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return

@@ -117,6 +117,14 @@ def test_load_refuses_non_loopback_and_bad_combinations() -> None:
     assert "exactly one of --connections" in one_line_error(["lab", "load", "-c", "1"])
 
 
+def test_load_with_nothing_listening_is_an_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        line = one_line_error(["lab", "load", "-p", str(port), "-c", "1", "-k", "3"])
+    assert "no request succeeded (ECONNREFUSED x3)" in line
+
+
 def test_lab_server_reports_startup_failure() -> None:
     with pytest.raises(HerdtraceError, match="did not start"):
         LabServer(ServerOptions(mode="select-shared", workers=0)).start()
