@@ -86,6 +86,32 @@ def accepts_per_thread(rec: Recording) -> pd.Series:
     return per.reindex(waiting_threads(rec), fill_value=0).sort_index().rename("accepts")
 
 
+def accepts_per_run_thread(rec: Recording) -> pd.Series:
+    """Accepts per (run, tid), zero for threads that waited and never won. A single
+    recording is run 0; `combine` numbers the recordings of a label."""
+    if "run" not in rec.accepts.columns:
+        per = accepts_per_thread(rec)
+        return per.set_axis(pd.MultiIndex.from_product([[0], per.index], names=["run", "tid"]))
+    keys = rec.wakeups.groupby(["run", "tid"]).size().index.union(
+        rec.accepts.groupby(["run", "tid"]).size().index)
+    won = rec.accepts.loc[rec.accepts["accepted"]].groupby(["run", "tid"]).size()
+    return won.reindex(keys, fill_value=0).rename("accepts")
+
+
+def share_by_rank(counts: pd.Series) -> pd.Series:
+    """Mean share of accepted connections of the busiest, second busiest, ... worker
+    of each run (workers of different runs are different threads)."""
+    share = counts / counts.groupby(level="run").transform("sum")
+    share = share.dropna()
+    rank = share.groupby(level="run").rank(ascending=False, method="first").astype(int)
+    return share.groupby(rank.to_numpy()).mean().rename_axis("rank")
+
+
+def _per_run(counts: pd.Series, fn: Any) -> float | None:
+    values = [v for v in counts.groupby(level="run").apply(fn) if v is not None and v == v]
+    return float(np.mean(values)) if values else None
+
+
 def jain_index(counts: pd.Series) -> float | None:
     x = counts.to_numpy(dtype=np.float64)
     denom = len(x) * float((x * x).sum())
@@ -168,6 +194,7 @@ def summarize(rec: Recording) -> dict[str, Any]:
     idle = outcomes["absorbed"] + outcomes["eagain"]
     matched, method = match_accepts(a, rec.connections)
     per = accepts_per_thread(rec)
+    runs = accepts_per_run_thread(rec)
     return {
         "file": str(rec.path),
         "label": rec.label,
@@ -185,8 +212,9 @@ def summarize(rec: Recording) -> dict[str, Any]:
         "accept_latency_us": percentiles_us(matched["accept_latency_ns"]) if method else None,
         "accept_latency_match": method,
         "accepts_per_thread": {str(t): int(n) for t, n in per.items()},
-        "fairness_jain": jain_index(per),
-        "max_share": max_share(per),
+        "workers": int(runs.groupby(level="run").size().max()) if len(runs) else 0,
+        "fairness_jain": _per_run(runs, jain_index),
+        "max_share": _per_run(runs, max_share),
         "lost_events": _lost(rec.meta),
         "attribution": rec.meta.get("attribution"),
         "eagain_per_accept": _ratio(int(a["eagain"].sum()), accepted),
@@ -195,7 +223,8 @@ def summarize(rec: Recording) -> dict[str, Any]:
 
 
 def combine(recs: list[Recording]) -> Recording:
-    """Several recordings of one label as one (frames concatenated, counts summed)."""
+    """Several recordings of one label as one: frames concatenated with a `run`
+    column, counts summed; fairness is then averaged over runs."""
     if len(recs) == 1:
         return recs[0]
     meta = dict(recs[0].meta)
@@ -211,7 +240,7 @@ def combine(recs: list[Recording]) -> Recording:
             df = getattr(r, attr)
             if "conn_id" in df.columns:  # connection ids restart at 1 in every recording
                 df = df.assign(conn_id=df["conn_id"] + (i << 40))
-            frames.append(df)
+            frames.append(df.assign(run=np.int16(i)))
         return pd.concat(frames, ignore_index=True)
 
     return Recording(path=recs[0].path.parent, label=recs[0].label, meta=meta,

@@ -18,7 +18,7 @@ class LabelView:
     summary: dict[str, Any]
     wake_latency_us: np.ndarray  # sorted, for a CDF
     accept_latency_us: np.ndarray  # sorted, for a CDF
-    accept_share: pd.Series  # per waiting thread, descending, sums to 1 (empty: no accepts)
+    accept_share: pd.Series  # mean share of the busiest, 2nd busiest, ... worker of each run
     timeline: pd.DataFrame  # one typical connection's herd (see connection_timeline)
     meta: dict[str, Any]
 
@@ -69,8 +69,7 @@ def _sorted_us(ns: pd.Series) -> np.ndarray:
 
 
 def label_view(rec: Recording) -> LabelView:
-    per = metrics.accepts_per_thread(rec)
-    share = (per / per.sum()).sort_values(ascending=False) if per.sum() > 0 else per.iloc[:0]
+    share = metrics.share_by_rank(metrics.accepts_per_run_thread(rec))
     matched, _ = metrics.match_accepts(rec.accepts, rec.connections)
     return LabelView(
         label=rec.label,

@@ -88,7 +88,7 @@ def share_panel(ax: Axes, views: list[LabelView]) -> None:
         _no_data(ax, "no accepts")
         return
     ax.set_xticks(np.arange(most) + 0.4 - width / 2, [f"#{i + 1}" for i in range(most)])
-    ax.set_xlabel("worker, busiest first")
+    ax.set_xlabel("worker, busiest first (mean over runs)")
     ax.set_ylabel("% of accepted connections")
     ax.legend(loc="upper right")
 
@@ -120,7 +120,7 @@ def footer(views: list[LabelView]) -> str:
     metas = [v.meta for v in views]
     kernels = sorted({str(m.get("kernel_release", "?")) for m in metas})
     hosts = sorted({str(m.get("hostname", "?")) for m in metas})
-    workers = ", ".join(f"{v.label}: {len(v.summary['accepts_per_thread'])}" for v in views)
+    workers = ", ".join(f"{v.label}: {v.summary['workers']}" for v in views)
     lost = ", ".join(f"{v.label}: {v.summary['lost_events']}" for v in views)
     return (f"kernel {', '.join(kernels)} | host {', '.join(hosts)} | workers {workers} | "
             f"lost events {lost} | herdtrace")

@@ -197,3 +197,22 @@ def test_missing_file_and_empty_folder(tmp_path: Path) -> None:
 def test_load_errors_are_herdtrace_errors(tmp_path: Path) -> None:
     with pytest.raises(HerdtraceError):
         load.load_recording(tmp_path / "nope.parquet")
+
+
+def test_fairness_of_a_label_is_per_run(tmp_path: Path) -> None:
+    """Two runs of one mode: workers of different runs are different threads."""
+    a = two_connections().write(tmp_path / "a.parquet", label="m")  # 11 and 12 win one each
+    b = (Builder().thread(20, 20, 1, "srv").thread(21, 21, 20, "w").thread(22, 22, 20, "w")
+         .conn(1000, 1, rport=40001).conn(2000, 2, rport=40002)
+         .wakeup(1100, 21, A, oncpu=1150, conn_id=1, accepts=1, tgid=21)
+         .wakeup(1105, 22, AB, oncpu=1300, conn_id=1, tgid=22)
+         .wakeup(2100, 21, A, oncpu=2200, conn_id=2, accepts=1, tgid=21)
+         .accept(1200, 21, 5, rport=40001, tgid=21).accept(2250, 21, 6, rport=40002, tgid=21))
+    b.write(tmp_path / "b.parquet", label="m")
+    (combined,) = metrics.by_label(load.load_recordings([a, tmp_path / "b.parquet"]))
+    s = metrics.summarize(combined)
+    assert s["workers"] == 2
+    assert s["fairness_jain"] == pytest.approx((1.0 + 0.5) / 2)  # run b: (2+0)^2 / (2*4)
+    assert s["max_share"] == pytest.approx((0.5 + 1.0) / 2)
+    share = metrics.share_by_rank(metrics.accepts_per_run_thread(combined))
+    assert share.tolist() == pytest.approx([0.75, 0.25])
