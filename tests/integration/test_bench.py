@@ -26,8 +26,9 @@ def test_bench_four_modes(tmp_path: Path) -> None:
         assert row["recorded"]["lost_events"] == 0
         assert row["load_errors"] == 0
     idle = {m: rows[("idle", m)]["recorded"] for m in MODES.split(",")}
-    # At low load every worker waits: the herd wakes nearly all four.
-    assert idle["epoll-shared"]["wakeups_per_accept"] > 3.0
+    # At low load every worker waits: the herd wakes most of the four (3.4-4.0 measured
+    # here; a bound with room for a slower machine, still far from wake-one's 1.0).
+    assert idle["epoll-shared"]["wakeups_per_accept"] > 2.5
     assert idle["epoll-shared"]["accept_eagain"] > 0
     for mode in ("epoll-exclusive", "reuseport", "accept-blocking"):
         assert idle[mode]["wakeups_per_accept"] < 1.2, mode
