@@ -44,6 +44,10 @@ def peer_key(df: pd.DataFrame) -> np.ndarray:
         return ((lo ^ (hi * np.uint64(0x9E3779B97F4A7C15))) << np.uint64(16)) | port
 
 
+# match_accepts' result, for callers that need it in several places (compute it once).
+Match = tuple[pd.DataFrame, str | None]
+
+
 def match_accepts(
     accepts: pd.DataFrame, connections: pd.DataFrame
 ) -> tuple[pd.DataFrame, str | None]:
@@ -137,13 +141,13 @@ def per_thread(rec: Recording) -> pd.DataFrame:
     return out.sort_index()
 
 
-def per_connection(rec: Recording) -> pd.DataFrame:
+def per_connection(rec: Recording, match: Match | None = None) -> pd.DataFrame:
     """How many threads each connection woke, and which thread accepted it."""
     cols = ["conn_id", "conn_ts", "wakeups", "threads_woken", "winner_tid", "accept_latency_ns"]
     conns = rec.connections
     if conns.empty:
         return pd.DataFrame(columns=cols)
-    matched, _ = match_accepts(rec.accepts, conns)
+    matched, _ = match or match_accepts(rec.accepts, conns)
     # Each wakeup's row in `connections`, by binary search over the sorted ids.
     ids = conns["conn_id"].to_numpy(np.int64)
     order = np.argsort(ids, kind="stable")
@@ -186,13 +190,13 @@ def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if den else None
 
 
-def summarize(rec: Recording) -> dict[str, Any]:
+def summarize(rec: Recording, match: Match | None = None) -> dict[str, Any]:
     """One recording (or label) in the shape of `herdtrace analyze --json`."""
     w, a = rec.wakeups, rec.accepts
     outcomes = outcome_counts(w)
     accepted = int(a["accepted"].sum())
     idle = outcomes["absorbed"] + outcomes["eagain"]
-    matched, method = match_accepts(a, rec.connections)
+    matched, method = match or match_accepts(a, rec.connections)
     per = accepts_per_thread(rec)
     runs = accepts_per_run_thread(rec)
     return {

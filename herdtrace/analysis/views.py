@@ -23,9 +23,9 @@ class LabelView:
     meta: dict[str, Any]
 
 
-def typical_connection(rec: Recording) -> int | None:
-    """A connection that woke the median number of threads and was accepted."""
-    per = metrics.per_connection(rec)
+def typical_connection(per: pd.DataFrame) -> int | None:
+    """Of metrics.per_connection's rows: a connection that woke the median number of
+    threads and was accepted."""
     per = per[(per["wakeups"] > 0) & per["winner_tid"].notna()]
     if per.empty:
         return None
@@ -34,7 +34,8 @@ def typical_connection(rec: Recording) -> int | None:
     return int(per.loc[closest.idxmin(), "conn_id"])
 
 
-def connection_timeline(rec: Recording, conn_id: int | None) -> pd.DataFrame:
+def connection_timeline(rec: Recording, conn_id: int | None,
+                        matched: pd.DataFrame) -> pd.DataFrame:
     """Per woken thread of one connection, times in µs from its establishment:
     woken, on CPU, returned (NaN if absorbed), the accept that followed, outcome, winner."""
     cols = ["tid", "woken_us", "oncpu_us", "returned_us", "accept_us", "outcome", "won"]
@@ -45,7 +46,6 @@ def connection_timeline(rec: Recording, conn_id: int | None) -> pd.DataFrame:
     if conn.empty or w.empty:
         return pd.DataFrame(columns=cols)
     t0 = float(conn["ts"].iloc[0])
-    matched, _ = metrics.match_accepts(rec.accepts, rec.connections)
     winner = matched.loc[matched["conn_id"] == conn_id, "tid"]
     # The first accept each woken thread made after its wakeup: its win or its EAGAIN.
     a = rec.accepts[["ts", "tid"]].rename(columns={"ts": "accept_ts"}).sort_values("accept_ts")
@@ -70,13 +70,15 @@ def _sorted_us(ns: pd.Series) -> np.ndarray:
 
 def label_view(rec: Recording) -> LabelView:
     share = metrics.share_by_rank(metrics.accepts_per_run_thread(rec))
-    matched, _ = metrics.match_accepts(rec.accepts, rec.connections)
+    match = metrics.match_accepts(rec.accepts, rec.connections)
+    matched = match[0]
+    typical = typical_connection(metrics.per_connection(rec, match))
     return LabelView(
         label=rec.label,
-        summary=metrics.summarize(rec),
+        summary=metrics.summarize(rec, match),
         wake_latency_us=_sorted_us(rec.wakeups["wake_latency_ns"]),
         accept_latency_us=_sorted_us(matched["accept_latency_ns"]),
         accept_share=share.astype(np.float64),
-        timeline=connection_timeline(rec, typical_connection(rec)),
+        timeline=connection_timeline(rec, typical, matched),
         meta=rec.meta,
     )

@@ -54,8 +54,6 @@ class Recorder:
     def __init__(self, opts: RecordOptions) -> None:
         self.opts = opts
         self.plan: program.ProbePlan | None = None
-        self.batches: list[np.ndarray] = []
-        self.buffered = 0
         self.reader: RingReader | None = None
         self.bpf: Any = None
         self.sink: Sink | None = None
@@ -66,12 +64,11 @@ class Recorder:
 
     # ---- set-up -------------------------------------------------------------
     def _drain(self) -> bool:
-        """Take what the ring holds; True when it was over a quarter full (drain again now)."""
+        """Move what the ring holds to the spool; True when it was over a quarter full
+        (drain again now). The spool's writer makes the row groups: no batching here."""
         assert self.reader is not None
         batch = self.reader.read()
-        if len(batch):
-            self.batches.append(batch)
-            self.buffered += len(batch)
+        self._write(batch)
         return len(batch) * self.reader.stride > self.reader.size // 4
 
     def _trace(self, infos: list[targets.ThreadInfo], now_ns: int) -> None:
@@ -116,14 +113,6 @@ class Recorder:
         return rows
 
     # ---- the loop -------------------------------------------------------------
-    def _flush(self) -> None:
-        if not self.batches:
-            return
-        ev = np.concatenate(self.batches)
-        self.batches.clear()
-        self.buffered = 0
-        self._write(ev)
-
     def _write(self, ev: np.ndarray) -> None:
         assert self.sink is not None
         self.sink.write(ev)
@@ -204,7 +193,6 @@ class Recorder:
 
     def _loop(self, stop: threading.Event, start_ns: int) -> str:
         opts = self.opts
-        last_flush = time.monotonic()
         last_check = 0.0
         while True:
             # Drain on a clock, not on every ring-buffer notification: batches of
@@ -213,9 +201,6 @@ class Recorder:
             if not self._drain():
                 time.sleep(opts.drain_interval_s)
             now = time.monotonic()
-            if self.buffered >= opts.flush_rows or now - last_flush >= opts.flush_interval_s:
-                self._flush()
-                last_flush = now
             if stop.is_set():
                 return "signal"
             if opts.duration is not None and time.monotonic_ns() - start_ns >= opts.duration * 1e9:
@@ -231,7 +216,6 @@ class Recorder:
         control = self.bpf[b"control"]
         control[control.Key(0)] = control.Leaf(1)
         self._drain()
-        self._flush()
         self._write(self._pending_wakeups())
         end_ns = time.monotonic_ns()
         counters = self._counters()

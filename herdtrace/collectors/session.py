@@ -35,8 +35,7 @@ class RecordOptions:
     probe: program.ProbeOptions = field(default_factory=program.ProbeOptions)
     force: bool = False
     label: str | None = None  # how analyze groups recordings (default: the file name)
-    flush_rows: int = 65536
-    flush_interval_s: float = 1.0
+    flush_interval_s: float = 1.0  # dtrace: how often parsed lines go to the spool
     drain_interval_s: float = 0.01
 
     def validate_output(self) -> None:
