@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: wakeup cause, cause_basis, listener port
 METADATA_KEY = b"herdtrace"
 HEADER_PATH = Path(__file__).parent / "probes" / "herd_event.h"
 
@@ -38,6 +38,27 @@ class Outcome(enum.IntEnum):
     UNRESOLVED = 5  # recording ended before the woken thread showed what it did
 
 
+class Cause(enum.IntEnum):
+    """What made a wakeup happen (the terms of docs/DESIGN-DECISIONS.md)."""
+
+    NONE = 0  # not a wakeup record
+    LISTENER = 1  # a traced listening socket became readable: a new connection
+    CONNECTION = 2  # data or a close on a socket accepted on a traced listener
+    SOCKET = 3  # another socket became readable
+    TIMER = 4  # a timer expired: the wait returned 0 (decided in analysis)
+    OTHER = 5  # no socket became readable: pipe, signal, futex, ...
+    UNKNOWN = 6  # the kernel could not say (no sock:sk_data_ready, and not a listener)
+
+
+class CauseBasis(enum.IntEnum):
+    """How a wakeup's cause was decided."""
+
+    NONE = 0
+    SK_DATA_READY = 1  # sock:sk_data_ready on the waker's CPU, by the waker, just before
+    CONN_STATE = 2  # a connection SYN_RECV -> ESTABLISHED on a traced listener, same CPU and waker
+    ANALYSIS = 3  # decided in analysis (a wait that returned 0 timed out)
+
+
 class WaitCall(enum.IntEnum):
     NONE = 0
     ACCEPT = 1
@@ -57,6 +78,30 @@ class Flag(enum.IntFlag):
     WAKER_IDLE = 2  # the waker was the idle task: the wakeup came from an interrupt
     PEER = 4  # raddr/rport hold the peer address accept wrote to user memory
     IPV6 = 8  # the socket was AF_INET6 (raddr may still be IPv4-mapped)
+    CONN_STATE_LISTENER = 16  # the fallback rule (CauseBasis.CONN_STATE) calls it a listener wakeup
+
+
+# Diagnostic counters the kernel keeps per CPU (HERD_CNT_* in the header), in order.
+COUNTERS: tuple[tuple[str, str], ...] = (
+    ("lost_events", "ring buffer reservation failed: a record is lost"),
+    ("threads_untraced", "a new thread could not be traced: the thread table is full"),
+    ("wakings_merged", "a waking of a thread whose wakeup had not returned yet: the same wakeup"),
+    ("wakings_uninterruptible", "a waking that ended an uninterruptible sleep (a lock): not a wakeup"),
+)
+
+EAGAIN = 11  # Linux numbering; accept results are stored Linux-style on every platform
+
+
+def outcome_of(returned: bool, accepts: int, eagains: int) -> Outcome:
+    """The outcome rule, as close_wakeup in herd.bpf.c applies it (there with
+    `absorbed` for a wait that never returned before the thread slept again)."""
+    if not returned:
+        return Outcome.UNRESOLVED
+    if accepts:
+        return Outcome.ACCEPTED
+    if eagains:
+        return Outcome.EAGAIN
+    return Outcome.OTHER
 
 
 # Linux syscalls traced as wait syscalls: (name, its WaitCall, index of the argument
@@ -87,6 +132,7 @@ class Field:
     name: str
     ctype: str  # u64 u32 s32 u16 u8, or u8[16] / char[16]
     doc: str
+    stored: bool = True  # False: padding, in the C struct and the dtype only
 
 
 # Ordered widest first so that the C struct has no padding.
@@ -103,7 +149,7 @@ FIELDS: tuple[Field, ...] = (
     Field("other_tgid", "u32", "wakeup: waker process"),
     Field("fd", "s32", "wakeup: fd argument of the wait (nfds for poll/select); accept: fd"),
     Field("ret", "s32", "wakeup: return of the woken wait; accept: new fd or -errno"),
-    Field("lport", "u16", "conn: local (listening) port"),
+    Field("lport", "u16", "conn: local (listening) port; wakeup: the listener's, for listener wakeups"),
     Field("rport", "u16", "conn/accept: peer port"),
     Field("cpu", "u16", "CPU the record was made on (wakeup: the waker's)"),
     Field("target_cpu", "u16", "wakeup: CPU the woken thread was queued on"),
@@ -113,8 +159,11 @@ FIELDS: tuple[Field, ...] = (
     Field("outcome", "u8", "wakeup: Outcome"),
     Field("wait_call", "u8", "wakeup/accept: WaitCall"),
     Field("flags", "u8", "Flag bits"),
+    Field("cause", "u8", "wakeup: Cause"),
+    Field("cause_basis", "u8", "wakeup: CauseBasis"),
     Field("raddr", "u8[16]", "conn/accept: peer address, IPv6 or IPv4-mapped"),
     Field("comm", "char[16]", "thread: command name"),
+    Field("pad", "u8[6]", "padding to a multiple of 8 bytes", stored=False),
 )
 
 _NUMPY = {"u64": "<u8", "u32": "<u4", "s32": "<i4", "u16": "<u2", "u8": "u1"}
@@ -143,16 +192,17 @@ def numpy_dtype() -> np.dtype:
 
 def arrow_schema() -> pa.Schema:
     cols = []
-    for f in FIELDS:
+    for f in STORED_FIELDS:
         n = _array_len(f.ctype)
         typ = pa.binary(n) if n else _ARROW[f.ctype]
         cols.append(pa.field(f.name, typ, nullable=False, metadata={"doc": f.doc}))
     return pa.schema(cols)
 
 
+STORED_FIELDS = tuple(f for f in FIELDS if f.stored)
 EVENT_DTYPE = numpy_dtype()
 EVENT_SIZE = EVENT_DTYPE.itemsize
-COLUMNS = tuple(f.name for f in FIELDS)
+COLUMNS = tuple(f.name for f in STORED_FIELDS)
 
 
 def _c_enum(prefix: str, members: type[enum.IntEnum] | type[enum.IntFlag]) -> list[str]:
@@ -171,6 +221,11 @@ def c_header() -> str:
         *_c_enum("OUTCOME", Outcome),
         *_c_enum("CALL", WaitCall),
         *_c_enum("FLAG", Flag),
+        *_c_enum("CAUSE", Cause),
+        *_c_enum("BASIS", CauseBasis),
+        f"#define HERD_EAGAIN {EAGAIN}",
+        *[f"#define HERD_CNT_{name.upper()} {i} /* {doc} */" for i, (name, doc) in enumerate(COUNTERS)],
+        f"#define HERD_CNT_NUM {len(COUNTERS)}",
         "",
         "struct herd_event {",
     ]

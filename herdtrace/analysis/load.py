@@ -14,15 +14,29 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from herdtrace.errors import HerdtraceError
-from herdtrace.schema import COLUMNS, METADATA_KEY, SCHEMA_VERSION, Flag, Kind, Outcome, WaitCall
+from herdtrace.schema import (
+    COLUMNS,
+    EAGAIN,
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    Cause,
+    CauseBasis,
+    Flag,
+    Kind,
+    Outcome,
+    WaitCall,
+)
 
 OUTCOMES = pd.CategoricalDtype([o.name.lower() for o in Outcome if o != Outcome.NONE])
 WAIT_CALLS = pd.CategoricalDtype([c.name.lower() for c in WaitCall if c != WaitCall.NONE])
-EAGAIN = 11
+CAUSES = pd.CategoricalDtype([c.name.lower() for c in Cause if c != Cause.NONE])
+CAUSE_BASES = pd.CategoricalDtype([b.name.lower() for b in CauseBasis if b != CauseBasis.NONE])
+# Columns a schema-1 recording lacks, read as all zero: cause unknown.
+ADDED_IN_2 = ("cause", "cause_basis")
 
 _WAKEUP_COLS = ["ts", "enter_ts", "oncpu_ts", "ret_ts", "sk", "conn_id", "tid", "tgid",
-                "other_tid", "other_tgid", "fd", "ret", "cpu", "target_cpu", "accepts", "eagains",
-                "outcome", "wait_call", "flags"]
+                "other_tid", "other_tgid", "fd", "ret", "lport", "cpu", "target_cpu", "accepts",
+                "eagains", "outcome", "wait_call", "flags", "cause", "cause_basis"]
 _ACCEPT_COLS = ["ts", "enter_ts", "tid", "tgid", "fd", "ret", "rport", "wait_call", "flags", "raddr"]
 _CONN_COLS = ["ts", "conn_id", "sk", "lport", "rport", "cpu", "flags", "raddr"]
 _THREAD_COLS = ["ts", "tid", "tgid", "other_tid", "comm"]
@@ -62,7 +76,8 @@ def read_metadata(path: Path) -> tuple[pq.ParquetFile, dict[str, Any]]:
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise HerdtraceError(f"{path}: schema version {version} is newer than this herdtrace "
                              f"reads ({SCHEMA_VERSION}): upgrade herdtrace")
-    missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
+    missing = [c for c in COLUMNS if c not in pf.schema_arrow.names
+               and not (version < 2 and c in ADDED_IN_2)]
     if missing:
         raise HerdtraceError(f"{path}: missing columns {', '.join(missing)}")
     return pf, meta
@@ -76,21 +91,28 @@ _KIND_COLUMNS: dict[Kind, list[str]] = {
 
 def _read_kinds(pf: pq.ParquetFile, path: Path, kinds: tuple[Kind, ...]) -> dict[Kind, pa.Table]:
     """One pass over the file, row group by row group (bounded memory), split by kind."""
+    present = set(pf.schema_arrow.names)
     wanted = {k: _KIND_COLUMNS[k] for k in kinds}
-    columns = sorted({c for cols in wanted.values() for c in cols} | {"kind"})
+    columns = sorted({c for cols in wanted.values() for c in cols if c in present} | {"kind"})
+    absent = [c for c in ADDED_IN_2 if c not in present]
     parts: dict[Kind, list[pa.Table]] = {k: [] for k in wanted}
     try:
         for i in range(pf.num_row_groups):
             rg = pf.read_row_group(i, columns=columns)
+            for c in absent:
+                rg = rg.append_column(c, pa.array(np.zeros(rg.num_rows, np.uint8)))
             kind_col = rg["kind"]
             for kind, cols in wanted.items():
                 parts[kind].append(rg.select(cols).filter(pc.equal(kind_col, int(kind))))
     except (pa.ArrowException, OSError) as exc:
         raise HerdtraceError(f"{path}: corrupt recording ({exc})") from None
     schema = pf.schema_arrow
+
+    def empty(c: str) -> pa.Array:
+        return pa.array([], type=schema.field(c).type if c in present else pa.uint8())
+
     return {
-        kind: pa.concat_tables(tables) if tables else
-        pa.table({c: pa.array([], type=schema.field(c).type) for c in wanted[kind]})
+        kind: pa.concat_tables(tables) if tables else pa.table({c: empty(c) for c in wanted[kind]})
         for kind, tables in parts.items()
     }
 
@@ -150,16 +172,38 @@ def wakeups_frame(df: pd.DataFrame) -> pd.DataFrame:
     ten million rows would double the memory analysis needs)."""
     df = df.rename(columns={"other_tid": "waker_tid", "other_tgid": "waker_tgid",
                             "cpu": "waker_cpu"})
+    outcome = df["outcome"].to_numpy()
     df["outcome"] = _codes(df["outcome"], OUTCOMES)
     df["wait_call"] = _codes(df["wait_call"], WAIT_CALLS)
     flags = df.pop("flags").to_numpy()
     df["net_cause"] = (flags & int(Flag.NET_CAUSE)) > 0
     df["waker_idle"] = (flags & int(Flag.WAKER_IDLE)) > 0
+    df["conn_state_listener"] = (flags & int(Flag.CONN_STATE_LISTENER)) > 0
+    cause, basis = _refine_cause(df, outcome)
+    df["cause"] = _codes(pd.Series(cause), CAUSES)
+    df["cause_basis"] = _codes(pd.Series(basis), CAUSE_BASES)
     oncpu = df["oncpu_ts"].to_numpy()
     df["wake_latency_ns"] = np.where(oncpu > 0, oncpu.astype(np.float64) - df["ts"].to_numpy(),
                                      np.nan)
     df["conn_id"] = _zero_to_na(df["conn_id"])
     return df
+
+
+def _refine_cause(df: pd.DataFrame, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's cause, where analysis knows better: a poll/select/epoll wait
+    that returned 0 timed out, so a wakeup the kernel could not place (`other`,
+    `unknown`, or a schema-1 recording's 0) was its timer."""
+    cause = df["cause"].to_numpy().copy()
+    basis = df["cause_basis"].to_numpy().copy()
+    cause[cause == Cause.NONE] = Cause.UNKNOWN
+    call = df["wait_call"].cat.codes.to_numpy() + 1
+    timed_out = ((outcome != Outcome.ABSORBED) & (outcome != Outcome.UNRESOLVED)
+                 & (df["ret"].to_numpy() == 0) & (df["ret_ts"].to_numpy() > 0)
+                 & (call != WaitCall.ACCEPT) & (call != WaitCall.ACCEPT4)
+                 & ((cause == Cause.OTHER) | (cause == Cause.UNKNOWN)))
+    cause[timed_out] = Cause.TIMER
+    basis[timed_out] = CauseBasis.ANALYSIS
+    return cause, basis
 
 
 def accepts_frame(df: pd.DataFrame) -> pd.DataFrame:

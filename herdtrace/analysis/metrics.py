@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 
 from herdtrace import __version__
-from herdtrace.analysis.load import OUTCOMES, Recording
+from herdtrace.analysis.load import CAUSES, OUTCOMES, Recording
 
 PEER_KEY = ["peer_hi", "peer_lo", "rport"]
+# Attributions under which the kernel told listener wakeups from the rest.
+LISTENER_ATTRIBUTIONS = ("sk_data_ready", "conn_state", "solisten_wakeup")
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
 
@@ -79,9 +81,26 @@ def match_accepts(
     return matched[cols].sort_values("ts").reset_index(drop=True), method
 
 
+def herd_basis(rec: Recording) -> str:
+    """"listener" where the recording tells listener wakeups from the rest, else
+    "all-wakeups" (a schema-1 recording, or a BSD one without solisten_wakeup)."""
+    known = (rec.meta.get("schema_version", 1) >= 2
+             and rec.meta.get("attribution") in LISTENER_ATTRIBUTIONS)
+    return "listener" if known else "all-wakeups"
+
+
+def herd_wakeups(rec: Recording) -> pd.DataFrame:
+    """The wakeups the herd figures count: listener wakeups (every wakeup where the
+    cause is not known, see herd_basis)."""
+    w = rec.wakeups
+    return w.loc[w["cause"] == "listener"] if herd_basis(rec) == "listener" else w
+
+
 def waiting_threads(rec: Recording) -> pd.Index:
-    """Threads that waited (were woken in, or returned from, a wait): the workers."""
-    tids = np.union1d(pd.unique(rec.wakeups["tid"]), pd.unique(rec.accepts["tid"]))
+    """The workers: threads that waited on a traced listener (woken by it, or called
+    accept). A parent woken by its own timer, or a primary that only hands
+    connections on, is not one."""
+    tids = np.union1d(pd.unique(herd_wakeups(rec)["tid"]), pd.unique(rec.accepts["tid"]))
     return pd.Index(tids, name="tid")
 
 
@@ -96,7 +115,7 @@ def accepts_per_run_thread(rec: Recording) -> pd.Series:
     if "run" not in rec.accepts.columns:
         per = accepts_per_thread(rec)
         return per.set_axis(pd.MultiIndex.from_product([[0], per.index], names=["run", "tid"]))
-    keys = rec.wakeups.groupby(["run", "tid"]).size().index.union(
+    keys = herd_wakeups(rec).groupby(["run", "tid"]).size().index.union(
         rec.accepts.groupby(["run", "tid"]).size().index)
     won = rec.accepts.loc[rec.accepts["accepted"]].groupby(["run", "tid"]).size()
     return won.reindex(keys, fill_value=0).rename("accepts")
@@ -142,7 +161,8 @@ def per_thread(rec: Recording) -> pd.DataFrame:
 
 
 def per_connection(rec: Recording, match: Match | None = None) -> pd.DataFrame:
-    """How many threads each connection woke, and which thread accepted it."""
+    """How many threads each connection woke through the listener, and which thread
+    accepted it."""
     cols = ["conn_id", "conn_ts", "wakeups", "threads_woken", "winner_tid", "accept_latency_ns"]
     conns = rec.connections
     if conns.empty:
@@ -152,13 +172,14 @@ def per_connection(rec: Recording, match: Match | None = None) -> pd.DataFrame:
     ids = conns["conn_id"].to_numpy(np.int64)
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
-    woke_conn = rec.wakeups["conn_id"].to_numpy(dtype=np.int64, na_value=0)
+    herd = herd_wakeups(rec)  # request data on a connection is not its herd
+    woke_conn = herd["conn_id"].to_numpy(dtype=np.int64, na_value=0)
     pos = np.minimum(np.searchsorted(sorted_ids, woke_conn), len(ids) - 1)
     hit = sorted_ids[pos] == woke_conn
     row = order[pos[hit]]
     del woke_conn, pos
     # Distinct (connection, thread) pairs: sort the packed pair (tid < 2^22), keep firsts.
-    pairs = (row << 22) | rec.wakeups["tid"].to_numpy()[hit]
+    pairs = (row << 22) | herd["tid"].to_numpy()[hit]
     del hit
     pairs.sort()
     first = np.ones(len(pairs), bool)
@@ -190,12 +211,35 @@ def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if den else None
 
 
+def cause_counts(wakeups: pd.DataFrame) -> dict[str, int]:
+    counts = wakeups["cause"].value_counts().reindex(CAUSES.categories, fill_value=0)
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def threads_woken_per_connection(herd: pd.DataFrame) -> float | None:
+    """Distinct threads woken per listener readiness event (one connection making the
+    listener readable), over the connections that woke anyone."""
+    tied = herd.loc[herd["conn_id"].notna(), ["conn_id", "tid"]]
+    if tied.empty:
+        return None
+    return float(tied.drop_duplicates().groupby("conn_id").size().mean())
+
+
+def _probe_misses(meta: dict[str, Any]) -> int | None:
+    """Probe misses; None where they were not counted (older kernels, recordings)."""
+    misses = meta.get("probe_misses")
+    return None if misses is None else int(misses)
+
+
 def summarize(rec: Recording, match: Match | None = None) -> dict[str, Any]:
     """One recording (or label) in the shape of `herdtrace analyze --json`."""
     w, a = rec.wakeups, rec.accepts
+    basis = herd_basis(rec)
+    herd = herd_wakeups(rec)
     outcomes = outcome_counts(w)
+    herd_outcomes = outcome_counts(herd)
     accepted = int(a["accepted"].sum())
-    idle = outcomes["absorbed"] + outcomes["eagain"]
+    idle = herd_outcomes["absorbed"] + herd_outcomes["eagain"]
     matched, method = match or match_accepts(a, rec.connections)
     per = accepts_per_thread(rec)
     runs = accepts_per_run_thread(rec)
@@ -209,9 +253,15 @@ def summarize(rec: Recording, match: Match | None = None) -> dict[str, Any]:
         "accept_eagain": int(a["eagain"].sum()),
         "wakeups": len(w),
         "wakeups_per_accept": _ratio(len(w), accepted),
+        "herd_factor": _ratio(len(herd), accepted),
+        "herd_factor_basis": basis,
+        "threads_woken_per_connection": threads_woken_per_connection(herd),
+        "listener_wakeups": len(herd) if basis == "listener" else None,
+        "wakeup_causes": cause_counts(w),
+        "listener_outcomes": herd_outcomes if basis == "listener" else None,
         "outcomes": outcomes,
         "idle_wakeups": idle,
-        "idle_fraction": _ratio(idle, len(w)),
+        "idle_fraction": _ratio(idle, len(herd)),
         "wake_latency_us": percentiles_us(w["wake_latency_ns"]),
         "accept_latency_us": percentiles_us(matched["accept_latency_ns"]) if method else None,
         "accept_latency_match": method,
@@ -220,6 +270,7 @@ def summarize(rec: Recording, match: Match | None = None) -> dict[str, Any]:
         "fairness_jain": _per_run(runs, jain_index),
         "max_share": _per_run(runs, max_share),
         "lost_events": _lost(rec.meta),
+        "probe_misses": _probe_misses(rec.meta),
         "attribution": rec.meta.get("attribution"),
         "eagain_per_accept": _ratio(int(a["eagain"].sum()), accepted),
         "kernel": rec.meta.get("kernel_release"),
@@ -234,6 +285,11 @@ def combine(recs: list[Recording]) -> Recording:
     meta = dict(recs[0].meta)
     losts = [_lost(r.meta) for r in recs]
     meta["lost_events"] = None if None in losts else sum(x for x in losts if x is not None)
+    misses = [_probe_misses(r.meta) for r in recs]
+    meta["probe_misses"] = None if None in misses else sum(x for x in misses if x is not None)
+    bases = {herd_basis(r) for r in recs}
+    if len(bases) > 1:  # some runs cannot tell listener wakeups apart: count all of them
+        meta["attribution"] = None
     meta["start_monotonic_ns"] = 0
     meta["end_monotonic_ns"] = int(sum((r.duration_s or 0.0) * 1e9 for r in recs))
     meta["combined_files"] = [str(r.path) for r in recs]

@@ -42,7 +42,8 @@ def connection_timeline(rec: Recording, conn_id: int | None,
     if conn_id is None:
         return pd.DataFrame(columns=cols)
     conn = rec.connections.loc[rec.connections["conn_id"] == conn_id]
-    w = rec.wakeups.loc[rec.wakeups["conn_id"] == conn_id].copy()
+    herd = metrics.herd_wakeups(rec)
+    w = herd.loc[herd["conn_id"] == conn_id].copy()
     if conn.empty or w.empty:
         return pd.DataFrame(columns=cols)
     t0 = float(conn["ts"].iloc[0])

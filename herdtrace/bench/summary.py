@@ -70,11 +70,17 @@ def _f(v: float | None, fmt: str) -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _loud(v: object) -> str:
+    """Lost events and probe misses: red unless zero."""
+    return str(v) if v in (0, "-") else f"[red]{v}[/]"
+
+
 def bench_table(agg: list[dict[str, Any]], profile: str, baseline: str,
                 observer_effect: bool) -> Table:
     table = Table(title=f"herdtrace bench: {profile} load (ratios to {baseline})")
-    heads = ["mode", "req/s (min-max)", f"vs {baseline}", "p50 ms", "p99 ms", "wakeups/accept",
-             "idle", "EAGAIN/accept", "wake p50 µs", "accept p50 µs", "Jain", "lost", "truth"]
+    heads = ["mode", "req/s (min-max)", f"vs {baseline}", "p50 ms", "p99 ms", "herd factor",
+             "threads/conn", "woken-but-idle", "EAGAIN/accept", "wake p50 µs", "accept p50 µs",
+             "Jain", "lost", "misses", "truth"]
     if observer_effect:
         heads.insert(3, "traced/untraced")
     for h in heads:
@@ -91,13 +97,15 @@ def bench_table(agg: list[dict[str, Any]], profile: str, baseline: str,
             _f(r["throughput_vs_baseline"], "{:.2f}x"),
             _f(r["client_latency_ms"]["p50"], "{:.2f}"),
             _f(r["client_latency_ms"]["p99"], "{:.2f}"),
-            _f(rec.get("wakeups_per_accept"), "{:.2f}"),
+            _f(rec.get("herd_factor"), "{:.2f}"),
+            _f(rec.get("threads_woken_per_connection"), "{:.2f}"),
             _f(rec.get("idle_fraction"), "{:.0%}"),
             _f(rec.get("eagain_per_accept"), "{:.3f}"),
             _f(wake.get("p50"), "{:.1f}"),
             _f(acc.get("p50"), "{:.1f}"),
             _f(rec.get("fairness_jain"), "{:.2f}"),
-            str(rec.get("lost_events", "-")),
+            _loud(rec.get("lost_events", "-")),
+            _loud(rec.get("probe_misses", "-")),
             "agrees" if r["agrees_with_truth"] else "[red]" + "; ".join(r["disagreements"]) + "[/]",
         ]
         if observer_effect:

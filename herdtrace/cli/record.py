@@ -37,13 +37,16 @@ def record_command(
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
     let_perf_see: Annotated[bool, typer.Option("--let-perf-see", help="Let a perf record of the same tracepoints, running beside herdtrace, see them (costs ~3% of throughput at saturation).")] = False,
     backend: Annotated[str, typer.Option(help="bcc (Linux eBPF) or dtrace (FreeBSD, macOS, illumos) [default: by platform].")] = default_backend(),
+    cause_basis: Annotated[str, typer.Option(help="How listener wakeups are recognised: auto (sock:sk_data_ready where the kernel has it, Linux 6.6+; else the connection-state rule) or conn-state (force the rule every kernel since 4.16 supports).")] = "auto",
+    cross_check_causes: Annotated[bool, typer.Option("--cross-check-causes", help="Run the connection-state rule beside sk_data_ready and keep its verdict per wakeup (column conn_state_listener in analysis), to compare the two.")] = False,
 ) -> None:
     """Record every wakeup of the target's threads, with its cause and outcome."""
     from herdtrace.collectors.bpf_collector import record
     from herdtrace.collectors.session import RecordOptions
     from herdtrace.probes import program
 
-    probe = program.ProbeOptions(ringbuf_pages=buffer_pages, let_perf_see=let_perf_see)
+    probe = program.ProbeOptions(ringbuf_pages=buffer_pages, let_perf_see=let_perf_see,
+                                 cause_basis=cause_basis, cross_check_causes=cross_check_causes)
     if print_bpf:
         typer.echo(program.source_text(program.plan(probe)))
         return
@@ -70,6 +73,10 @@ def print_summary(summary: RecordSummary) -> None:
     if summary.lost_events:
         typer.echo(f"herdtrace: warning: {summary.lost_events} events lost (ring buffer full): "
                    "raise --buffer-pages", err=True)
+    if summary.probe_misses:
+        typer.echo(f"herdtrace: warning: {summary.probe_misses} probe misses (the kernel skipped "
+                   "herdtrace's programs while another BPF program ran on the same CPU: "
+                   "another tracer or a perf session)", err=True)
 
 
 def import_dtrace_command(

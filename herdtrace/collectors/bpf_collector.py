@@ -23,16 +23,21 @@ from herdtrace.collectors.session import (
     Sink,
     base_metadata,
     cmdline,
-    outcome_of,
 )
 from herdtrace.errors import HerdtraceError
-from herdtrace.probes import program
-from herdtrace.schema import EVENT_DTYPE, EVENT_SIZE, LINUX_WAIT_SYSCALLS, SYSCALL_NUMBERS, Kind
+from herdtrace.probes import program, progstats
+from herdtrace.schema import (
+    COUNTERS,
+    EVENT_DTYPE,
+    EVENT_SIZE,
+    LINUX_WAIT_SYSCALLS,
+    SYSCALL_NUMBERS,
+    Kind,
+    Outcome,
+    outcome_of,
+)
 
-# Order of the kernel's per-CPU `counters` array (CNT_* in herd.bpf.c).
-COUNTERS = ("lost_events", "threads_untraced", "wakings_merged")
-
-
+_SLEPT_UNINTR = 2  # SLEPT_UNINTR in herd.bpf.c: the waking ends a lock's sleep, not a wakeup
 _WAITS = {name: (call, fd_arg, buf_arg) for name, call, fd_arg, buf_arg in LINUX_WAIT_SYSCALLS}
 _NUMBERS = SYSCALL_NUMBERS.get(platform.machine(), {})
 
@@ -123,20 +128,36 @@ class Recorder:
         return not any(targets.is_alive(p) for p in self.opts.pids)
 
     def _pending_wakeups(self) -> np.ndarray:
-        """Wakeups still open in the kernel when recording stops."""
+        """Wakeups still open in the kernel when recording stops, and wakings armed
+        but not yet taken by their thread (it had not run since): unresolved."""
         rows = []
-        for _, leaf in self.bpf[b"traced"].items():
-            if not leaf.pending:
-                continue
-            w = leaf.wakeup
-            row = np.frombuffer(bytes(w), dtype=EVENT_DTYPE).copy()
-            row["outcome"] = outcome_of(bool(leaf.returned), w.accepts, w.eagains)
-            rows.append(row)
+        for key, leaf in self.bpf[b"traced"].items():
+            if leaf.pending:
+                w = leaf.wakeup
+                row = np.frombuffer(bytes(w), dtype=EVENT_DTYPE).copy()
+                row["outcome"] = outcome_of(bool(leaf.returned), w.accepts, w.eagains)
+                rows.append(row)
+            k = leaf.waking
+            if k.armed and leaf.slept != _SLEPT_UNINTR and not (leaf.pending and not leaf.returned):
+                row = np.zeros(1, dtype=EVENT_DTYPE)
+                for name, value in (("kind", Kind.WAKEUP), ("ts", k.ts), ("enter_ts", leaf.enter_ts),
+                                    ("sk", k.sk), ("conn_id", k.conn_id), ("tid", key.value),
+                                    ("tgid", leaf.tgid), ("other_tid", k.waker_tid),
+                                    ("other_tgid", k.waker_tgid), ("fd", leaf.wait_fd),
+                                    ("lport", k.lport), ("cpu", k.cpu), ("target_cpu", k.target_cpu),
+                                    ("wait_call", leaf.wait_call), ("flags", k.flags),
+                                    ("cause", k.cause), ("cause_basis", k.basis),
+                                    ("outcome", Outcome.UNRESOLVED)):
+                    row[name] = value
+                rows.append(row)
         return np.concatenate(rows) if rows else np.zeros(0, dtype=EVENT_DTYPE)
 
     def _counters(self) -> dict[str, list[int]]:
         table = self.bpf[b"counters"]
-        return {name: [int(v) for v in table[table.Key(i)]] for i, name in enumerate(COUNTERS)}
+        return {name: [int(v) for v in table[table.Key(i)]] for i, (name, _) in enumerate(COUNTERS)}
+
+    def _prog_stats(self) -> dict[str, progstats.ProgStats]:
+        return progstats.all_stats({name: f.fd for name, f in self.bpf.funcs.items()})
 
     def close(self) -> None:
         """Detach the probes: slow (the kernel waits for RCU per tracepoint), so it
@@ -166,6 +187,7 @@ class Recorder:
             raise
         if self.bpf[b"events"] is None or ctypes.sizeof(self.bpf[b"traced"].Leaf().wakeup) != EVENT_SIZE:
             raise HerdtraceError("the loaded program's event struct does not match the schema")
+        self.stats_at_start = self._prog_stats()
         start_ns = time.monotonic_ns()
         wall_offset = time.time_ns() - start_ns
         if self.command is not None:
@@ -219,17 +241,32 @@ class Recorder:
         self._write(self._pending_wakeups())
         end_ns = time.monotonic_ns()
         counters = self._counters()
+        misses = self._probe_misses()
         lost = sum(counters["lost_events"])
         meta = base_metadata(self.opts, "bcc", start_ns, end_ns, wall_offset, reason,
                              self.sink.rows)
-        meta.update(self._bcc_metadata(counters))
+        meta.update(self._bcc_metadata(counters, misses))
         self.sink.close(meta)
         if self.command is not None and reason != "target exited":
             self.command.terminate()
             self.command.wait()
-        return self.sink.summary(self.opts, (end_ns - start_ns) / 1e9, lost, reason)
+        return self.sink.summary(self.opts, (end_ns - start_ns) / 1e9, lost,
+                                 meta["probe_misses"], reason)
 
-    def _bcc_metadata(self, counters: dict[str, list[int]]) -> dict[str, Any]:
+    def _probe_misses(self) -> dict[str, int | None]:
+        """Events each program was skipped for while recording (recursion_misses)."""
+        end = self._prog_stats()
+        out: dict[str, int | None] = {}
+        for probe, stats in end.items():
+            before = self.stats_at_start.get(probe)
+            if stats.recursion_misses is None or before is None or before.recursion_misses is None:
+                out[probe] = None
+            else:
+                out[probe] = stats.recursion_misses - before.recursion_misses
+        return out
+
+    def _bcc_metadata(self, counters: dict[str, list[int]],
+                      misses: dict[str, int | None]) -> dict[str, Any]:
         opts = self.opts
         return {
             "target": {
@@ -247,6 +284,13 @@ class Recorder:
             "lost_per_cpu": counters["lost_events"],
             "threads_untraced": sum(counters["threads_untraced"]),
             "wakings_merged": sum(counters["wakings_merged"]),
+            "wakings_uninterruptible": sum(counters["wakings_uninterruptible"]),
+            "probe_misses_per_probe": misses,
+            # None where the kernel does not count them (< 5.12): unknown, not zero.
+            "probe_misses": (None if any(v is None for v in misses.values())
+                             else sum(v for v in misses.values() if v is not None)),
+            "cause_window_ns": opts.probe.cause_window_ns,
+            "conn_window_ns": opts.probe.conn_window_ns,
         }
 
 

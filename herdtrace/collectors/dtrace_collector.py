@@ -72,7 +72,7 @@ def _close(sink: Sink, parser: DtraceParser, opts: RecordOptions, backend: str, 
     meta = base_metadata(opts, backend, start_ns, end_ns, wall_offset, reason, sink.rows)
     meta.update(dtrace_metadata(parser.stats, opts))
     sink.close(meta)
-    return sink.summary(opts, (end_ns - start_ns) / 1e9, parser.stats.lost_events, reason)
+    return sink.summary(opts, (end_ns - start_ns) / 1e9, parser.stats.lost_events, None, reason)
 
 
 def dtrace_command(opts: RecordOptions) -> list[str]:

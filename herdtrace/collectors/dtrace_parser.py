@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from herdtrace.collectors.session import outcome_of
 from herdtrace.errors import HerdtraceError
-from herdtrace.schema import EVENT_DTYPE, Flag, Kind, Outcome, WaitCall
+from herdtrace.schema import EVENT_DTYPE, Cause, CauseBasis, Flag, Kind, Outcome, WaitCall, outcome_of
 
 FORMAT_VERSION = 1
 BSD_EAGAIN = 35  # EAGAIN/EWOULDBLOCK on FreeBSD and macOS (illumos uses 11, as Linux)
@@ -187,11 +186,14 @@ class DtraceParser:
         cpu = int(p[6])
         w: dict[str, Any] = dict(kind=Kind.WAKEUP, ts=ts, tid=tid, tgid=pid, enter_ts=t.enter_ts,
                                  other_tid=int(p[4]), other_tgid=int(p[5]), cpu=cpu, fd=t.fd,
-                                 wait_call=t.call, accepts=0, eagains=0, flags=0)
+                                 wait_call=t.call, accepts=0, eagains=0, flags=0,
+                                 cause=Cause.UNKNOWN, cause_basis=CauseBasis.NONE)
         ready_ts, conn_id = self.ready.get(cpu, (0, 0))
         if ready_ts and ts - ready_ts < self.window:
+            # solisten_wakeup: the listener became readable (BSD's sk_data_ready).
             w["flags"] |= Flag.NET_CAUSE
             w["conn_id"] = conn_id
+            w["cause"], w["cause_basis"] = Cause.LISTENER, CauseBasis.SK_DATA_READY
         t.wakeup, t.returned = w, False
 
     def _on_S(self, p: list[str]) -> None:

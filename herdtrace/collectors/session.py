@@ -19,9 +19,8 @@ from herdtrace.collectors.spool import SpoolFile
 from herdtrace.collectors.writer import check_output
 from herdtrace.errors import HerdtraceError
 from herdtrace.probes import program
-from herdtrace.schema import SCHEMA_VERSION, Kind, Outcome
+from herdtrace.schema import EAGAIN, SCHEMA_VERSION, Kind
 
-EAGAIN = 11
 READY_LINE = "herdtrace: recording"
 DONE_LINE = "herdtrace: recorded"
 
@@ -62,6 +61,7 @@ class RecordSummary:
     connections: int
     threads: int
     lost_events: int
+    probe_misses: int | None
     rows: int
     stop_reason: str
 
@@ -69,7 +69,8 @@ class RecordSummary:
         return (
             f"{DONE_LINE} {self.duration_s:.1f}s: {self.wakeups} wakeups, {self.accepts} accepts, "
             f"{self.accept_eagain} EAGAINs, {self.connections} connections, "
-            f"lost {self.lost_events} -> {self.output}"
+            f"lost {self.lost_events}, probe misses "
+            f"{'unknown' if self.probe_misses is None else self.probe_misses} -> {self.output}"
         )
 
 
@@ -86,18 +87,6 @@ class Tally:
         acc = ev["kind"] == Kind.ACCEPT
         self.accepts += int(np.count_nonzero(acc & (ev["ret"] >= 0)))
         self.eagain += int(np.count_nonzero(acc & (ev["ret"] == -EAGAIN)))
-
-
-def outcome_of(returned: bool, accepts: int, eagains: int) -> Outcome:
-    if not returned:
-        return Outcome.UNRESOLVED
-    if accepts:
-        return Outcome.ACCEPTED
-    if eagains:
-        return Outcome.EAGAIN
-    return Outcome.OTHER
-
-
 
 
 class Sink:
@@ -127,13 +116,14 @@ class Sink:
     def abandon(self) -> None:
         self.spool.abandon()
 
-    def summary(self, opts: RecordOptions, duration_s: float, lost: int, reason: str) -> RecordSummary:
+    def summary(self, opts: RecordOptions, duration_s: float, lost: int,
+                probe_misses: int | None, reason: str) -> RecordSummary:
         t = self.tally
         return RecordSummary(
             output=opts.output, duration_s=duration_s,
             wakeups=int(t.by_kind[Kind.WAKEUP]), accepts=t.accepts, accept_eagain=t.eagain,
             connections=int(t.by_kind[Kind.CONN]), threads=int(t.by_kind[Kind.THREAD]),
-            lost_events=lost, rows=self.rows, stop_reason=reason,
+            lost_events=lost, probe_misses=probe_misses, rows=self.rows, stop_reason=reason,
         )
 
 

@@ -1,11 +1,21 @@
-// herdtrace kernel side: one record per wakeup of a traced thread, with its outcome.
+// herdtrace kernel side: one record per wakeup of a traced thread, with its outcome
+// and its cause.
 //
-// Tracepoints only (this kernel has no kprobes and refuses fentry). Reads only
-// tracepoint arguments, helper results and user memory, never kernel structs,
-// so headers of a different kernel version are safe.
+// Classic tracepoints only: no kprobes or fentry are assumed. Reads only tracepoint
+// arguments, helper results and user memory, never kernel
+// structs, so headers of a different kernel version are safe.
 //
-// Options (-D): RINGBUF_PAGES, PID_MAX, MAX_THREADS, CAUSE_WINDOW_NS, SK_KEY, TP_RETURN,
-// HAVE_SK_DATA_READY, HAVE_EPOLL_PWAIT2.
+// Who writes what: the waker's CPU (sched_waking) only fills the thread's `waking`
+// and then arms it; everything else about a wakeup, opening it from the armed
+// waking, closing it and emitting it, happens in the thread's own context
+// (sched_switch of that thread, its syscall exits, its exit). Without a lock (tracing
+// programs may not take bpf_spin_lock) this is what keeps two CPUs from closing the
+// same wakeup twice or emitting a half-written one.
+//
+// Options (-D): RINGBUF_PAGES, PID_MAX, MAX_THREADS, MAX_CONNS, CAUSE_WINDOW_NS,
+// CONN_WINDOW_NS, SK_KEY, TP_RETURN, HAVE_SK_DATA_READY (absent: the connection-state
+// rule decides listener wakeups alone), CONN_STATE_CHECK (run that rule beside
+// sk_data_ready, its verdict in a flag), HAVE_EPOLL_PWAIT2.
 #include <uapi/linux/ptrace.h>
 #include <linux/signal.h>  // sigset_t, in the generated args of epoll_pwait/ppoll/pselect6
 #include "herd_event.h"
@@ -19,13 +29,29 @@
 #ifndef MAX_THREADS
 #define MAX_THREADS 65536
 #endif
+#ifndef MAX_CONNS
+#define MAX_CONNS 65536  // accepted sockets remembered at once (LRU beyond that)
+#endif
+// sk_data_ready -> the last wakeup it causes: the same call chain; the fourth of
+// four select() waiters can come ~50 us after it.
 #ifndef CAUSE_WINDOW_NS
 #define CAUSE_WINDOW_NS 200000
 #endif
+// SYN_RECV -> ESTABLISHED of a child -> the last wakeup the connection-state rule
+// gives its listener, unless a received packet ends the run earlier. Measured on
+// loopback: 1-3 us for EPOLLEXCLUSIVE, up to ~50 us for the fourth of four select()
+// waiters; request data on the new connection, a later packet, wakes 20 us or more after.
+#ifndef CONN_WINDOW_NS
+#define CONN_WINDOW_NS 200000
+#endif
+// The rule runs where it decides causes, or beside sk_data_ready to be checked against it.
+#if !defined(HAVE_SK_DATA_READY) || defined(CONN_STATE_CHECK)
+#define WITH_CONN_STATE_RULE 1
+#endif
 // A classic tracepoint's BPF program decides, by returning non-zero, whether the
-// event still reaches perf. 0 (as bcc's tools and bpftrace) is cheaper (measured:
-// ~3% of throughput at saturation) but empties a `perf record` of the same
-// tracepoints running beside herdtrace; `record --let-perf-see` passes 1.
+// event still reaches perf. 0 (as bcc's tools and bpftrace) is cheaper but empties
+// a `perf record` of the same tracepoints running beside herdtrace;
+// `record --let-perf-see` passes 1.
 #ifndef TP_RETURN
 #define TP_RETURN 0
 #endif
@@ -33,7 +59,6 @@
 #define SK_KEY 0x5bd1e995ULL
 #endif
 
-#define ERR_EAGAIN 11
 #define ST_ESTABLISHED 1
 #define ST_SYN_RECV 3
 #define ST_CLOSE 7
@@ -41,15 +66,37 @@
 #define PROTO_TCP 6
 #define FAM_INET 2
 #define FAM_INET6 10
+// sched_switch prev_state bits (TASK_REPORT): interruptible, uninterruptible.
 #define SLEEP_INTERRUPTIBLE 1
+#define SLEEP_UNINTERRUPTIBLE 2
 
-// Diagnostic counters, per CPU; index order matches collectors/bcc.py COUNTERS.
-#define CNT_LOST 0          // ring buffer reservation failed: a record is lost
-#define CNT_THREADS_FULL 1  // a new thread could not be traced: `traced` is full
-#define CNT_MERGED 2        // a waking of a thread whose last wakeup had not run yet
-#define CNT_NUM 3
+// Stores before it are not moved after it (ordering across CPUs comes from the
+// scheduler's own locks between a waking and the woken thread's next run).
+#define compiler_barrier() asm volatile("" ::: "memory")
 
-// Per traced thread: identity, the wait syscall it is in, and its open wakeup.
+// How the thread last left the CPU, read when it is woken.
+#define SLEPT_NONE 0      // preempted, or never switched out
+#define SLEPT_INTR 1      // slept interruptibly (a wait)
+#define SLEPT_UNINTR 2    // slept uninterruptibly (a lock)
+
+// A waking, written by the waker's CPU; `armed` is written last and cleared by the
+// thread's own context once it has taken the rest.
+struct waking {
+    u64 ts;
+    u64 sk;
+    u64 conn_id;
+    u32 waker_tid;
+    u32 waker_tgid;
+    u16 cpu;
+    u16 target_cpu;
+    u16 lport;
+    u8 cause;
+    u8 basis;
+    u8 flags;
+    u8 armed;
+};
+
+// Per traced thread: identity, the wait syscall it is in, its open wakeup.
 struct traced_thread {
     u64 fork_ts;
     u64 enter_ts;
@@ -60,17 +107,26 @@ struct traced_thread {
     u8 wait_call;       // HERD_CALL_*, NONE outside a wait syscall
     u8 pending;         // `wakeup` is open: its outcome is not known yet
     u8 returned;        // the woken wait has returned to user space
-    u8 pad;
+    u8 slept;           // SLEPT_*: how it last left the CPU
+    struct waking waking;
     struct herd_event wakeup;
 };
 
-// What the network stack just did on this CPU, to tie wakeups to a cause.
+// What the network stack just did on this CPU, to tie wakeups to their cause.
 struct net_cause {
-    u64 conn_ts;
+    u64 conn_ts;        // last child SYN_RECV -> ESTABLISHED on a traced listener
     u64 conn_id;
-    u64 ready_ts;
-    u64 ready_sk;
+    u64 conn_sk;        // its kernel address (compared, never stored)
+    u64 conn_waker;     // pid_tgid of the task that ran it
+    u64 chain_ts;       // conn_ts until the next packet is received on this CPU, then 0
+    u64 ready_ts;       // last sock:sk_data_ready
+    u64 ready_sk;       // keyed hash of that socket
     u64 ready_conn;
+    u64 ready_waker;
+    u16 conn_port;
+    u16 ready_port;
+    u8 ready_cause;
+    u8 conn_used;       // the connection has already been tied to its listener
 };
 
 BPF_HASH(traced, u32, struct traced_thread, MAX_THREADS);
@@ -78,9 +134,11 @@ BPF_HASH(traced, u32, struct traced_thread, MAX_THREADS);
 // and an array lookup (inlined by the verifier) rejects them far cheaper than a hash.
 BPF_ARRAY(is_traced, u8, PID_MAX);
 BPF_HASH(listen_ports, u16, u8, 1024);
+// Sockets accepted on a traced listener (kernel address -> conn_id), until closed.
+BPF_TABLE("lru_hash", u64, u64, conn_socks, MAX_CONNS);
 BPF_ARRAY(conn_seq, u64, 1);
 BPF_PERCPU_ARRAY(cause, struct net_cause, 1);
-BPF_PERCPU_ARRAY(counters, u64, CNT_NUM);
+BPF_PERCPU_ARRAY(counters, u64, HERD_CNT_NUM);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 // User space drains on a clock and never sleeps on the ring: no wakeups needed.
 #ifndef BPF_RB_NO_WAKEUP
@@ -122,22 +180,22 @@ static __always_inline u64 sk_id(const void *sk) {
 static __always_inline void emit(const struct herd_event *src) {
     struct herd_event *e = events.ringbuf_reserve(sizeof(struct herd_event));
     if (!e) {
-        count(CNT_LOST);
+        count(HERD_CNT_LOST_EVENTS);
         return;
     }
     __builtin_memcpy(e, src, sizeof(struct herd_event));
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline struct herd_event *new_event(u8 kind) {
+static __always_inline struct herd_event *new_event(u8 kind, u64 now) {
     struct herd_event *e = events.ringbuf_reserve(sizeof(struct herd_event));
     if (!e) {
-        count(CNT_LOST);
+        count(HERD_CNT_LOST_EVENTS);
         return 0;
     }
     __builtin_memset(e, 0, sizeof(struct herd_event));
     e->kind = kind;
-    e->ts = bpf_ktime_get_ns();
+    e->ts = now;
     e->cpu = bpf_get_smp_processor_id();
     return e;
 }
@@ -147,10 +205,9 @@ static __always_inline void announce(struct traced_thread *t, u32 tid, u32 tgid)
     if (t->tgid)
         return;
     t->tgid = tgid;
-    struct herd_event *e = new_event(HERD_KIND_THREAD);
+    struct herd_event *e = new_event(HERD_KIND_THREAD, t->fork_ts);
     if (!e)
         return;
-    e->ts = t->fork_ts;
     e->tid = tid;
     e->tgid = tgid;
     e->other_tid = t->parent;
@@ -158,6 +215,7 @@ static __always_inline void announce(struct traced_thread *t, u32 tid, u32 tgid)
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
+// The outcome rule (also in schema.outcome_of for wakeups still open at the end).
 static __always_inline void close_wakeup(struct traced_thread *t, u8 unreturned_outcome) {
     struct herd_event *w = &t->wakeup;
     if (!t->returned)
@@ -170,6 +228,59 @@ static __always_inline void close_wakeup(struct traced_thread *t, u8 unreturned_
         w->outcome = HERD_OUTCOME_OTHER;
     emit(w);
     t->pending = 0;
+}
+
+// A waking that came before the thread could sleep (the classic tracepoint does not
+// say in which state it was about to sleep): inside accept after a wakeup that has
+// returned, and not caused by a listener, it is the socket lock's release (accept4
+// of a non-blocking listener sleeps only on that lock), not a new wakeup.
+static __always_inline int lock_race(const struct traced_thread *t) {
+    return t->slept == SLEPT_NONE && t->pending && t->returned &&
+           (t->wait_call == HERD_CALL_ACCEPT || t->wait_call == HERD_CALL_ACCEPT4) &&
+           t->waking.cause != HERD_CAUSE_LISTENER;
+}
+
+// Own context: turn the armed waking, if any, into the open wakeup. `oncpu` is
+// when the thread got the CPU after it (now at switch-in; the waking itself
+// when the thread was woken before it slept).
+static __always_inline void take_waking(struct traced_thread *t, u32 tid, u64 oncpu) {
+    struct waking *k = &t->waking;
+    if (!k->armed)
+        return;
+    if (t->slept == SLEPT_UNINTR || lock_race(t)) {
+        // The end of a lock's sleep inside the wait: it belongs to the wakeup (if any)
+        // that led there and must not steal its accept or EAGAIN.
+        count(HERD_CNT_WAKINGS_UNINTERRUPTIBLE);
+    } else if (t->pending && !t->returned) {
+        count(HERD_CNT_WAKINGS_MERGED);
+    } else {
+        if (t->pending)
+            close_wakeup(t, HERD_OUTCOME_OTHER);
+        struct herd_event *w = &t->wakeup;
+        __builtin_memset(w, 0, sizeof(*w));
+        w->kind = HERD_KIND_WAKEUP;
+        w->ts = k->ts;
+        w->enter_ts = t->enter_ts;
+        w->oncpu_ts = oncpu;
+        w->sk = k->sk;
+        w->conn_id = k->conn_id;
+        w->tid = tid;
+        w->tgid = t->tgid;
+        w->other_tid = k->waker_tid;
+        w->other_tgid = k->waker_tgid;
+        w->fd = t->wait_fd;
+        w->lport = k->lport;
+        w->cpu = k->cpu;
+        w->target_cpu = k->target_cpu;
+        w->wait_call = t->wait_call;
+        w->flags = k->flags;
+        w->cause = k->cause;
+        w->cause_basis = k->basis;
+        t->pending = 1;
+        t->returned = 0;
+    }
+    compiler_barrier();
+    k->armed = 0;
 }
 
 static __always_inline void wait_enter(u8 call, s32 fd, u64 buf) {
@@ -185,8 +296,8 @@ static __always_inline void wait_enter(u8 call, s32 fd, u64 buf) {
     t->accept_buf = buf;
 }
 
-static __always_inline void emit_accept(struct traced_thread *t, u32 tid, s32 ret) {
-    struct herd_event *e = new_event(HERD_KIND_ACCEPT);
+static __always_inline void emit_accept(struct traced_thread *t, u32 tid, s32 ret, u64 now) {
+    struct herd_event *e = new_event(HERD_KIND_ACCEPT, now);
     if (!e)
         return;
     e->tid = tid;
@@ -222,19 +333,21 @@ static __always_inline void wait_exit(long ret) {
     if (!t || !t->wait_call || frozen())
         return;
     announce(t, tid, id >> 32);
+    take_waking(t, tid, t->waking.ts);  // woken before it ever slept
+    u64 now = bpf_ktime_get_ns();
     u8 call = t->wait_call;
     if (call == HERD_CALL_ACCEPT || call == HERD_CALL_ACCEPT4) {
-        emit_accept(t, tid, (s32)ret);
+        emit_accept(t, tid, (s32)ret, now);
         if (t->pending) {
             if (ret >= 0)
                 t->wakeup.accepts++;
-            else if (ret == -ERR_EAGAIN)
+            else if (ret == -HERD_EAGAIN)
                 t->wakeup.eagains++;
         }
     }
     if (t->pending && !t->returned) {
         t->returned = 1;
-        t->wakeup.ret_ts = bpf_ktime_get_ns();
+        t->wakeup.ret_ts = now;
         t->wakeup.ret = (s32)ret;
     }
     t->wait_call = HERD_CALL_NONE;
@@ -262,44 +375,76 @@ WAIT_SYSCALL(ppoll, HERD_CALL_PPOLL, args->nfds, 0)
 WAIT_SYSCALL(select, HERD_CALL_SELECT, args->n, 0)
 WAIT_SYSCALL(pselect6, HERD_CALL_PSELECT6, args->n, 0)
 
+// The cause of a waking, from what the network stack did just before on this CPU,
+// in the waker's own context (same task, within the window).
+static __always_inline void classify(struct waking *k, u64 now, u64 id) {
+    int zero = 0;
+    struct net_cause *c = cause.lookup(&zero);
+    if (!c)
+        return;
+#ifdef WITH_CONN_STATE_RULE
+    // The connection-state rule: after a child is established on a traced listener,
+    // the wakings by the same task on this CPU, until the next packet is received
+    // there (net:netif_receive_skb ends the run), are the listener's. A time bound
+    // guards against a run that nothing ends.
+    int conn_recent = c->chain_ts && now - c->chain_ts < CONN_WINDOW_NS && c->conn_waker == id;
+    if (conn_recent)
+        k->flags |= HERD_FLAG_CONN_STATE_LISTENER;
+#endif
+#ifdef HAVE_SK_DATA_READY
+    k->basis = HERD_BASIS_SK_DATA_READY;
+    if (c->ready_ts && now - c->ready_ts < CAUSE_WINDOW_NS && c->ready_waker == id) {
+        k->flags |= HERD_FLAG_NET_CAUSE;
+        k->cause = c->ready_cause;
+        k->sk = c->ready_sk;
+        k->conn_id = c->ready_conn;
+        k->lport = c->ready_port;
+    } else {
+        k->cause = HERD_CAUSE_OTHER;  // no socket became readable (analysis finds timeouts)
+    }
+#else
+    k->basis = HERD_BASIS_CONN_STATE;
+    if (conn_recent) {
+        k->cause = HERD_CAUSE_LISTENER;
+        k->conn_id = c->conn_id;
+        k->lport = c->conn_port;
+    } else if (c->ready_ts && now - c->ready_ts < CAUSE_WINDOW_NS && c->ready_waker == id) {
+        k->cause = c->ready_cause;  // a state change (a peer's FIN) of an accepted socket
+        k->sk = c->ready_sk;
+        k->conn_id = c->ready_conn;
+    } else {
+        k->cause = HERD_CAUSE_UNKNOWN;
+    }
+#endif
+}
+
 TRACEPOINT_PROBE(sched, sched_waking) {
     u32 tid = args->pid;
     struct traced_thread *t = find(tid);
     if (!t || !t->wait_call || frozen())
         return TP_RETURN;
-    if (t->pending) {
-        if (!t->returned) {
-            count(CNT_MERGED);
-            return TP_RETURN;
-        }
-        close_wakeup(t, HERD_OUTCOME_OTHER);
+    struct waking *k = &t->waking;
+    if (k->armed) {
+        // Woken again before it took the first: one wakeup.
+        count(HERD_CNT_WAKINGS_MERGED);
+        return TP_RETURN;
     }
     u64 now = bpf_ktime_get_ns();
     u64 id = bpf_get_current_pid_tgid();
-    struct herd_event *w = &t->wakeup;
-    __builtin_memset(w, 0, sizeof(*w));
-    w->kind = HERD_KIND_WAKEUP;
-    w->ts = now;
-    w->enter_ts = t->enter_ts;
-    w->tid = tid;
-    w->tgid = t->tgid;
-    w->other_tid = (u32)id;
-    w->other_tgid = id >> 32;
-    w->fd = t->wait_fd;
-    w->cpu = bpf_get_smp_processor_id();
-    w->target_cpu = args->target_cpu;
-    w->wait_call = t->wait_call;
+    k->ts = now;
+    k->waker_tid = (u32)id;
+    k->waker_tgid = id >> 32;
+    k->cpu = bpf_get_smp_processor_id();
+    k->target_cpu = args->target_cpu;
+    k->sk = 0;
+    k->conn_id = 0;
+    k->lport = 0;
+    k->flags = 0;
     if ((u32)id == 0)
-        w->flags |= HERD_FLAG_WAKER_IDLE;
-    int zero = 0;
-    struct net_cause *c = cause.lookup(&zero);
-    if (c && c->ready_ts && now - c->ready_ts < CAUSE_WINDOW_NS) {
-        w->flags |= HERD_FLAG_NET_CAUSE;
-        w->sk = c->ready_sk;
-        w->conn_id = c->ready_conn;
-    }
-    t->pending = 1;
-    t->returned = 0;
+        k->flags |= HERD_FLAG_WAKER_IDLE;
+    classify(k, now, id);
+    compiler_barrier();
+    k->armed = 1;
     return TP_RETURN;
 }
 
@@ -309,15 +454,25 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     struct traced_thread *t = find(prev);
     if (t && !frozen()) {
         announce(t, prev, bpf_get_current_pid_tgid() >> 32);
-        // Blocking again inside a wait ends the open wakeup: a woken wait that
-        // never returned was absorbed.
-        if ((args->prev_state & SLEEP_INTERRUPTIBLE) && t->wait_call && t->pending)
-            close_wakeup(t, HERD_OUTCOME_ABSORBED);
+        take_waking(t, prev, t->waking.ts);  // woken while still on the CPU
+        long state = args->prev_state;
+        if (state & SLEEP_INTERRUPTIBLE) {
+            t->slept = SLEPT_INTR;
+            // Blocking again inside a wait ends the open wakeup: a woken wait that
+            // never returned was absorbed.
+            if (t->wait_call && t->pending)
+                close_wakeup(t, HERD_OUTCOME_ABSORBED);
+        } else {
+            t->slept = (state & SLEEP_UNINTERRUPTIBLE) ? SLEPT_UNINTR : SLEPT_NONE;
+        }
     }
     u32 next = args->next_pid;
     t = find(next);
-    if (t && t->pending && !t->wakeup.oncpu_ts && !frozen())
-        t->wakeup.oncpu_ts = bpf_ktime_get_ns();
+    if (t && !frozen()) {
+        if (t->waking.armed)
+            take_waking(t, next, bpf_ktime_get_ns());
+        t->slept = SLEPT_NONE;
+    }
     return TP_RETURN;
 }
 
@@ -330,7 +485,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     fresh.fork_ts = bpf_ktime_get_ns();
     fresh.parent = parent;
     if (traced.insert(&child, &fresh)) {
-        count(CNT_THREADS_FULL);
+        count(HERD_CNT_THREADS_UNTRACED);
         return TP_RETURN;
     }
     u8 one = 1;
@@ -345,9 +500,10 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     if (!t || frozen())
         return TP_RETURN;
     announce(t, tid, id >> 32);
+    take_waking(t, tid, t->waking.ts);
     if (t->pending)
         close_wakeup(t, HERD_OUTCOME_OTHER);
-    struct herd_event *e = new_event(HERD_KIND_THREAD_EXIT);
+    struct herd_event *e = new_event(HERD_KIND_THREAD_EXIT, bpf_ktime_get_ns());
     if (e) {
         e->tid = tid;
         e->tgid = id >> 32;
@@ -359,11 +515,34 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     return TP_RETURN;
 }
 
+// Something made a socket ready on this CPU: the wakeups that follow, by the same
+// task, are its.
+static __always_inline void note_ready(u8 why, u64 sk, u64 conn_id, u16 port) {
+    int zero = 0;
+    struct net_cause *c = cause.lookup(&zero);
+    if (!c)
+        return;
+    c->ready_ts = bpf_ktime_get_ns();
+    c->ready_waker = bpf_get_current_pid_tgid();
+    c->ready_cause = why;
+    c->ready_sk = sk;
+    c->ready_conn = conn_id;
+    c->ready_port = port;
+}
+
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
-    if (frozen())
+    if (args->protocol != PROTO_TCP || frozen())
         return TP_RETURN;
-    if (args->protocol != PROTO_TCP)
+    u64 skaddr = (u64)args->skaddr;
+    u64 *known = conn_socks.lookup(&skaddr);
+    if (known) {
+        // A peer's FIN (ESTABLISHED -> CLOSE_WAIT) wakes the worker through
+        // sk_state_change, with no sk_data_ready: it is that connection's wakeup.
+        note_ready(HERD_CAUSE_CONNECTION, sk_id(args->skaddr), *known, 0);
+        if (args->newstate == ST_CLOSE)
+            conn_socks.delete(&skaddr);
         return TP_RETURN;
+    }
     u16 port = args->sport;
     if (args->newstate == ST_LISTEN) {
         // listen() by a traced thread runs in its context: learn its port.
@@ -383,12 +562,19 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     if (!seq)
         return TP_RETURN;
     u64 conn_id = __sync_fetch_and_add(seq, 1) + 1;
+    conn_socks.update(&skaddr, &conn_id);
+    u64 now = bpf_ktime_get_ns();
     struct net_cause *c = cause.lookup(&zero);
     if (c) {
         c->conn_id = conn_id;
-        c->conn_ts = bpf_ktime_get_ns();
+        c->conn_ts = now;
+        c->chain_ts = now;
+        c->conn_sk = skaddr;
+        c->conn_waker = bpf_get_current_pid_tgid();
+        c->conn_port = port;
+        c->conn_used = 0;
     }
-    struct herd_event *e = new_event(HERD_KIND_CONN);
+    struct herd_event *e = new_event(HERD_KIND_CONN, now);
     if (!e)
         return TP_RETURN;
     e->conn_id = conn_id;
@@ -407,6 +593,16 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     return TP_RETURN;
 }
 
+#ifdef WITH_CONN_STATE_RULE
+TRACEPOINT_PROBE(net, netif_receive_skb) {
+    int zero = 0;
+    struct net_cause *c = cause.lookup(&zero);
+    if (c && c->chain_ts)
+        c->chain_ts = 0;
+    return TP_RETURN;
+}
+#endif
+
 #ifdef HAVE_SK_DATA_READY
 TRACEPOINT_PROBE(sock, sk_data_ready) {
     if (frozen())
@@ -416,15 +612,20 @@ TRACEPOINT_PROBE(sock, sk_data_ready) {
     if (!c)
         return TP_RETURN;
     u64 now = bpf_ktime_get_ns();
-    c->ready_ts = now;
-    c->ready_sk = sk_id(args->skaddr);
-    // A connection established just before, on this CPU, is what made the
-    // listener readable; use it once.
-    if (c->conn_ts && now - c->conn_ts < CAUSE_WINDOW_NS)
-        c->ready_conn = c->conn_id;
-    else
-        c->ready_conn = 0;
-    c->conn_ts = 0;
+    u64 skaddr = (u64)args->skaddr;
+    u64 *conn = conn_socks.lookup(&skaddr);
+    if (conn) {
+        note_ready(HERD_CAUSE_CONNECTION, sk_id(args->skaddr), *conn, 0);
+    } else if (c->conn_ts && now - c->conn_ts < CONN_WINDOW_NS &&
+               c->conn_waker == bpf_get_current_pid_tgid() && !c->conn_used &&
+               skaddr != c->conn_sk) {
+        // Just after a child was established, by the same task on this CPU: its
+        // listener (tcp_child_process wakes the parent). Use the connection once.
+        c->conn_used = 1;
+        note_ready(HERD_CAUSE_LISTENER, sk_id(args->skaddr), c->conn_id, c->conn_port);
+    } else {
+        note_ready(HERD_CAUSE_SOCKET, sk_id(args->skaddr), 0, 0);
+    }
     return TP_RETURN;
 }
 #endif

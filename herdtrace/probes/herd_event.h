@@ -2,8 +2,8 @@
 #ifndef HERD_EVENT_H
 #define HERD_EVENT_H
 
-#define HERD_SCHEMA_VERSION 1
-#define HERD_EVENT_SIZE 120
+#define HERD_SCHEMA_VERSION 2
+#define HERD_EVENT_SIZE 128
 #define HERD_KIND_WAKEUP 1
 #define HERD_KIND_ACCEPT 2
 #define HERD_KIND_CONN 3
@@ -30,6 +30,24 @@
 #define HERD_FLAG_WAKER_IDLE 2
 #define HERD_FLAG_PEER 4
 #define HERD_FLAG_IPV6 8
+#define HERD_FLAG_CONN_STATE_LISTENER 16
+#define HERD_CAUSE_NONE 0
+#define HERD_CAUSE_LISTENER 1
+#define HERD_CAUSE_CONNECTION 2
+#define HERD_CAUSE_SOCKET 3
+#define HERD_CAUSE_TIMER 4
+#define HERD_CAUSE_OTHER 5
+#define HERD_CAUSE_UNKNOWN 6
+#define HERD_BASIS_NONE 0
+#define HERD_BASIS_SK_DATA_READY 1
+#define HERD_BASIS_CONN_STATE 2
+#define HERD_BASIS_ANALYSIS 3
+#define HERD_EAGAIN 11
+#define HERD_CNT_LOST_EVENTS 0 /* ring buffer reservation failed: a record is lost */
+#define HERD_CNT_THREADS_UNTRACED 1 /* a new thread could not be traced: the thread table is full */
+#define HERD_CNT_WAKINGS_MERGED 2 /* a waking of a thread whose wakeup had not returned yet: the same wakeup */
+#define HERD_CNT_WAKINGS_UNINTERRUPTIBLE 3 /* a waking that ended an uninterruptible sleep (a lock): not a wakeup */
+#define HERD_CNT_NUM 4
 
 struct herd_event {
     u64 ts; /* event time, ns of CLOCK_MONOTONIC (wakeup: sched_waking) */
@@ -44,7 +62,7 @@ struct herd_event {
     u32 other_tgid; /* wakeup: waker process */
     s32 fd; /* wakeup: fd argument of the wait (nfds for poll/select); accept: fd */
     s32 ret; /* wakeup: return of the woken wait; accept: new fd or -errno */
-    u16 lport; /* conn: local (listening) port */
+    u16 lport; /* conn: local (listening) port; wakeup: the listener's, for listener wakeups */
     u16 rport; /* conn/accept: peer port */
     u16 cpu; /* CPU the record was made on (wakeup: the waker's) */
     u16 target_cpu; /* wakeup: CPU the woken thread was queued on */
@@ -54,8 +72,11 @@ struct herd_event {
     u8 outcome; /* wakeup: Outcome */
     u8 wait_call; /* wakeup/accept: WaitCall */
     u8 flags; /* Flag bits */
+    u8 cause; /* wakeup: Cause */
+    u8 cause_basis; /* wakeup: CauseBasis */
     u8 raddr[16]; /* conn/accept: peer address, IPv6 or IPv4-mapped */
     char comm[16]; /* thread: command name */
+    u8 pad[6]; /* padding to a multiple of 8 bytes */
 };
 
 #endif

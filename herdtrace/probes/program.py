@@ -16,6 +16,8 @@ from herdtrace.schema import HEADER_PATH
 
 SOURCE_PATH = Path(__file__).parent / "herd.bpf.c"
 FIX = "run `herdtrace doctor` (or `make setup`) for the fix"
+CAUSE_BASES = ("auto", "conn-state")
+RECEIVE_TRACEPOINT = "net:netif_receive_skb"  # ends a listener's run of wakeups
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,14 @@ class ProbeOptions:
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages: ~130k records of slack
     max_threads: int = 65536
     cause_window_ns: int = 200_000
+    conn_window_ns: int = 200_000
+    # How listener wakeups are recognised: "auto" (sock:sk_data_ready where the kernel
+    # has it, else the connection-state rule), or "conn-state" to force the rule that
+    # works on every kernel since 4.16.
+    cause_basis: str = "auto"
+    # Also run the connection-state rule beside sk_data_ready and keep its verdict in
+    # each wakeup's flags (Flag.CONN_STATE_LISTENER), to check one against the other.
+    cross_check_causes: bool = False
     let_perf_see: bool = False  # keep a concurrent perf record of the same tracepoints working
     sk_key: int = field(default_factory=lambda: secrets.randbits(63))
 
@@ -33,7 +43,7 @@ class ProbePlan:
 
     cflags: tuple[str, ...]
     methods: dict[str, str]
-    attribution: str  # "sk_data_ready" or "none"
+    attribution: str  # how causes were decided: "sk_data_ready" or "conn_state"
 
 
 def check_ringbuf_pages(pages: int) -> None:
@@ -54,6 +64,7 @@ def plan(options: ProbeOptions) -> ProbePlan:
         f"-DMAX_THREADS={options.max_threads}",
         f"-DPID_MAX={features.pid_max()}",
         f"-DCAUSE_WINDOW_NS={options.cause_window_ns}",
+        f"-DCONN_WINDOW_NS={options.conn_window_ns}",
         f"-DSK_KEY={options.sk_key}ULL",
         f"-DTP_RETURN={int(options.let_perf_see)}",
     ]
@@ -62,11 +73,20 @@ def plan(options: ProbeOptions) -> ProbePlan:
         cflags.append("-DHAVE_EPOLL_PWAIT2")
         methods["syscalls:sys_enter_epoll_pwait2"] = "tracepoint"
         methods["syscalls:sys_exit_epoll_pwait2"] = "tracepoint"
-    attribution = "none"
-    if features.tracepoint_exists("sock:sk_data_ready"):
+    if options.cause_basis not in CAUSE_BASES:
+        raise HerdtraceError(f"cause basis must be one of {', '.join(CAUSE_BASES)}, got {options.cause_basis!r}")
+    attribution = "conn_state"
+    if options.cause_basis == "auto" and features.tracepoint_exists("sock:sk_data_ready"):
         cflags.append("-DHAVE_SK_DATA_READY")
         methods["sock:sk_data_ready"] = "tracepoint"
         attribution = "sk_data_ready"
+        if options.cross_check_causes:
+            cflags.append("-DCONN_STATE_CHECK")
+    if attribution == "conn_state" or options.cross_check_causes:
+        if not features.tracepoint_exists(RECEIVE_TRACEPOINT):
+            raise HerdtraceError(f"missing tracepoint {RECEIVE_TRACEPOINT} (the connection-state "
+                                 f"rule needs it): {FIX}")
+        methods[RECEIVE_TRACEPOINT] = "tracepoint"
     return ProbePlan(cflags=tuple(cflags), methods=methods, attribution=attribution)
 
 

@@ -16,8 +16,8 @@ DPI = 100
 OUTCOME_COLORS = {"accepted": "#2a9d8f", "eagain": "#e76f51", "absorbed": "#f4a261",
                   "other": "#8d99ae", "unresolved": "#d9d9d9"}
 PANEL_TITLES = (
-    "Herd factor: wakeups per accepted connection",
-    "Wakeup outcomes per accepted connection",
+    "Herd factor: listener wakeups per accepted connection",
+    "Outcomes of listener wakeups, per accepted connection",
     "Wake latency (sched_waking -> on CPU)",
     "Accept latency (established -> accept returns)",
     "Share of accepted connections per worker",
@@ -34,23 +34,30 @@ def _no_data(ax: Axes, why: str) -> None:
 
 
 def herd_factor_panel(ax: Axes, views: list[LabelView]) -> None:
-    values = [v.summary["wakeups_per_accept"] or 0.0 for v in views]
-    bars = ax.bar(_labels(views), values, color="#457b9d", label="wakeups / accept")
+    values = [v.summary["herd_factor"] or 0.0 for v in views]
+    labels = [v.label + ("" if v.summary["herd_factor_basis"] == "listener" else "\n(all wakeups)")
+              for v in views]
+    bars = ax.bar(labels, values, color="#457b9d", label="listener wakeups / accept")
     ax.bar_label(bars, fmt="%.2f")
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="wake-one ideal (1.0)")
-    ax.set_ylabel("wakeups per accepted connection")
+    ax.set_ylabel("listener wakeups per accepted connection")
     ax.set_ylim(0, max([*values, 1.0]) * 1.3)
     ax.legend(loc="upper left")
+
+
+def _herd_outcomes(v: LabelView) -> dict[str, int]:
+    """Outcomes of the wakeups the herd factor counts (all, where causes are unknown)."""
+    return v.summary["listener_outcomes"] or v.summary["outcomes"]
 
 
 def outcomes_panel(ax: Axes, views: list[LabelView]) -> None:
     bottom = np.zeros(len(views))
     for outcome, color in OUTCOME_COLORS.items():
-        per_accept = np.array([v.summary["outcomes"][outcome] / v.summary["accepted"]
+        per_accept = np.array([_herd_outcomes(v)[outcome] / v.summary["accepted"]
                                if v.summary["accepted"] else 0.0 for v in views])
         ax.bar(_labels(views), per_accept, bottom=bottom, color=color, label=outcome)
         bottom += per_accept
-    ax.set_ylabel("wakeups per accepted connection")
+    ax.set_ylabel("listener wakeups per accepted connection")
     ax.set_ylim(0, max([*bottom, 1.0]) * 1.45)
     ax.legend(title="outcome", loc="upper left", ncols=3)
 
@@ -95,7 +102,7 @@ def share_panel(ax: Axes, views: list[LabelView]) -> None:
 
 def timeline_panel(ax: Axes, views: list[LabelView]) -> None:
     # The label with the largest herd shows the herd best.
-    v = max(views, key=lambda v: (len(v.timeline), v.summary["wakeups_per_accept"] or 0.0))
+    v = max(views, key=lambda v: (len(v.timeline), v.summary["herd_factor"] or 0.0))
     tl = v.timeline
     if tl.empty:
         _no_data(ax, "no connection with attributed wakeups")
@@ -122,8 +129,9 @@ def footer(views: list[LabelView]) -> str:
     hosts = sorted({str(m.get("hostname", "?")) for m in metas})
     workers = ", ".join(f"{v.label}: {v.summary['workers']}" for v in views)
     lost = ", ".join(f"{v.label}: {v.summary['lost_events']}" for v in views)
+    misses = ", ".join(f"{v.label}: {v.summary['probe_misses']}" for v in views)
     return (f"kernel {', '.join(kernels)} | host {', '.join(hosts)} | workers {workers} | "
-            f"lost events {lost} | herdtrace")
+            f"lost events {lost} | probe misses {misses} | herdtrace")
 
 
 def report_figure(views: list[LabelView]) -> Figure:

@@ -8,9 +8,32 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from herdtrace.analysis.load import CAUSES as CAUSE_DTYPE
+from herdtrace.analysis.load import OUTCOMES as OUTCOME_DTYPE
+
+OUTCOMES = [str(o) for o in OUTCOME_DTYPE.categories]
+CAUSES = [str(c) for c in CAUSE_DTYPE.categories]
+
 
 def _num(v: Any, fmt: str = "{:.2f}") -> str:
     return "-" if v is None else fmt.format(v)
+
+
+def _int(v: int | None) -> str:
+    return "-" if v is None else str(v)
+
+
+def _basis(s: dict[str, Any]) -> str:
+    """Say so where the herd figures had to count every wakeup."""
+    return "" if s["herd_factor_basis"] == "listener" else " (all wakeups)"
+
+
+def _listener_outcome(outcome: str) -> Callable[[dict[str, Any]], str]:
+    return lambda s: _int((s["listener_outcomes"] or {}).get(outcome))
+
+
+def _cause(cause: str) -> Callable[[dict[str, Any]], str]:
+    return lambda s: str(s["wakeup_causes"][cause])
 
 
 def _pct(d: dict[str, float] | None, key: str) -> str:
@@ -23,24 +46,26 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("connections", lambda s: str(s["connections"])),
     ("accepted", lambda s: str(s["accepted"])),
     ("accept EAGAIN", lambda s: str(s["accept_eagain"])),
-    ("wakeups", lambda s: str(s["wakeups"])),
-    ("wakeups per accept (herd)", lambda s: _num(s["wakeups_per_accept"])),
-    ("  accepted", lambda s: str(s["outcomes"]["accepted"])),
-    ("  eagain", lambda s: str(s["outcomes"]["eagain"])),
-    ("  absorbed", lambda s: str(s["outcomes"]["absorbed"])),
-    ("  other", lambda s: str(s["outcomes"]["other"])),
-    ("  unresolved", lambda s: str(s["outcomes"]["unresolved"])),
-    ("woken-but-idle", lambda s: _num(s["idle_fraction"], "{:.1%}")),
+    ("herd factor (listener wakeups / accept)", lambda s: _num(s["herd_factor"]) + _basis(s)),
+    ("threads woken per connection", lambda s: _num(s["threads_woken_per_connection"])),
+    ("listener wakeups", lambda s: _int(s["listener_wakeups"])),
+    *((f"  {o}", _listener_outcome(o)) for o in OUTCOMES),
+    ("woken-but-idle (absorbed + eagain)", lambda s: _num(s["idle_fraction"], "{:.1%}")),
+    ("wakeups, all causes", lambda s: str(s["wakeups"])),
+    *((f"  {c}", _cause(c)) for c in CAUSES),
+    ("wakeups per accept (all causes)", lambda s: _num(s["wakeups_per_accept"])),
     ("wake latency p50 µs", lambda s: _pct(s["wake_latency_us"], "p50")),
     ("wake latency p99 µs", lambda s: _pct(s["wake_latency_us"], "p99")),
     ("accept latency p50 µs", lambda s: _pct(s["accept_latency_us"], "p50")),
     ("accept latency p99 µs", lambda s: _pct(s["accept_latency_us"], "p99")),
     ("accept latency match", lambda s: s["accept_latency_match"] or "-"),
-    ("workers (threads that waited)", lambda s: str(len(s["accepts_per_thread"]))),
+    ("workers (threads waiting on the listener)", lambda s: str(len(s["accepts_per_thread"]))),
     ("fairness (Jain)", lambda s: _num(s["fairness_jain"], "{:.3f}")),
     ("largest share", lambda s: _num(s["max_share"], "{:.1%}")),
     ("lost events", lambda s: "unknown" if s["lost_events"] is None else str(s["lost_events"])),
+    ("probe misses", lambda s: "unknown" if s["probe_misses"] is None else str(s["probe_misses"])),
 )
+LOUD = ("lost events", "probe misses")
 
 
 def summary_table(summaries: list[dict[str, Any]], title: str = "herdtrace analyze") -> Table:
@@ -50,7 +75,7 @@ def summary_table(summaries: list[dict[str, Any]], title: str = "herdtrace analy
         table.add_column(s["label"], justify="right")
     for name, cell in ROWS:
         cells = [cell(s) for s in summaries]
-        style = "red" if name == "lost events" and any(c != "0" for c in cells) else None
+        style = "red" if name in LOUD and any(c != "0" for c in cells) else None
         table.add_row(name, *cells, style=style)
     return table
 
@@ -59,5 +84,5 @@ def console() -> Console:
     """A console that does not squeeze wide tables when output goes to a file or pipe."""
     c = Console(soft_wrap=True, highlight=False)
     if not c.is_terminal:
-        c = Console(soft_wrap=True, highlight=False, width=200)
+        c = Console(soft_wrap=True, highlight=False, width=300)
     return c

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from herdtrace.collectors.writer import RecordingWriter
-from herdtrace.schema import EVENT_DTYPE, SCHEMA_VERSION, Flag, Kind, Outcome, WaitCall
+from herdtrace.schema import EVENT_DTYPE, SCHEMA_VERSION, Cause, CauseBasis, Flag, Kind, Outcome, WaitCall
 
 
 def v4(addr: str) -> bytes:
@@ -34,10 +34,15 @@ class Builder:
 
     def wakeup(self, ts: int, tid: int, outcome: Outcome, oncpu: int = 0, conn_id: int = 0,
                accepts: int = 0, eagains: int = 0, call: WaitCall = WaitCall.EPOLL_WAIT,
-               tgid: int = 10) -> Builder:
+               tgid: int = 10, cause: Cause | None = None, ret: int = 1) -> Builder:
+        """A wakeup; its cause defaults to the listener where a connection is given."""
+        if cause is None:
+            cause = Cause.LISTENER if conn_id else Cause.OTHER
         self.rows.append(dict(kind=Kind.WAKEUP, ts=ts, tid=tid, tgid=tgid, oncpu_ts=oncpu,
+                              ret_ts=0 if outcome == Outcome.ABSORBED else ts + 10, ret=ret,
                               conn_id=conn_id, outcome=outcome, accepts=accepts, eagains=eagains,
                               wait_call=call, flags=Flag.NET_CAUSE if conn_id else 0,
+                              cause=cause, cause_basis=CauseBasis.SK_DATA_READY,
                               other_tid=99, other_tgid=99))
         return self
 
@@ -64,6 +69,6 @@ class Builder:
         writer.write(ev[:half])
         writer.write(ev[half:])
         writer.close({"schema_version": SCHEMA_VERSION, "start_monotonic_ns": 0,
-                      "end_monotonic_ns": 2_000_000_000, "lost_events": 0,
+                      "end_monotonic_ns": 2_000_000_000, "lost_events": 0, "probe_misses": 0,
                       "attribution": "sk_data_ready", **meta})
         return path

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from herdtrace.analysis import load, metrics
 from herdtrace.cli import app
 from herdtrace.errors import HerdtraceError
-from herdtrace.schema import Outcome
+from herdtrace.schema import Cause, Outcome, WaitCall
 from tests.unit.builder import Builder
 
 A, E, AB = Outcome.ACCEPTED, Outcome.EAGAIN, Outcome.ABSORBED
@@ -52,7 +52,7 @@ def test_summary_worked_by_hand(rec: load.Recording) -> None:
     assert s["wakeups"] == 4 and s["wakeups_per_accept"] == 2.0
     assert s["outcomes"] == {"accepted": 2, "eagain": 1, "absorbed": 1, "other": 0,
                              "unresolved": 0}
-    assert s["idle_wakeups"] == 2 and s["idle_fraction"] == 0.5
+    assert s["idle_wakeups"] == 2 and s["idle_fraction"] == 0.5  # of the 4 listener wakeups
     # wake latencies 50, 195, 100, 49 ns: median (50 + 100) / 2 = 75 ns
     assert s["wake_latency_us"]["p50"] == pytest.approx(0.075)
     assert s["wake_latency_us"]["max"] == pytest.approx(0.195)
@@ -135,7 +135,9 @@ def test_analyze_json_shape(tmp_path: Path) -> None:
     for key in ("file", "label", "duration_s", "threads", "connections", "accepted",
                 "accept_eagain", "wakeups", "wakeups_per_accept", "outcomes", "idle_wakeups",
                 "idle_fraction", "wake_latency_us", "accept_latency_us", "accept_latency_match",
-                "accepts_per_thread", "fairness_jain", "max_share", "lost_events"):
+                "accepts_per_thread", "fairness_jain", "max_share", "lost_events",
+                "herd_factor", "herd_factor_basis", "threads_woken_per_connection",
+                "listener_wakeups", "wakeup_causes", "listener_outcomes", "probe_misses"):
         assert key in r
     assert set(r["wake_latency_us"]) == {"p50", "p90", "p99", "max"}
     assert r["label"] == "two"
@@ -216,3 +218,72 @@ def test_fairness_of_a_label_is_per_run(tmp_path: Path) -> None:
     assert s["max_share"] == pytest.approx((0.5 + 1.0) / 2)
     share = metrics.share_by_rank(metrics.accepts_per_run_thread(combined))
     assert share.tolist() == pytest.approx([0.75, 0.25])
+
+
+def event_driven_server() -> Builder:
+    """Wake-one on the listener, but request data and timers wake workers too.
+
+    Two workers (11, 12) and a parent (10). Each connection wakes exactly one worker
+    on the listener (it accepts); the request data on that connection then wakes the
+    same worker again (cause `connection`); the parent is woken once by its timer
+    (a select that returned 0) and once by a pipe (`other`).
+    """
+    b = Builder().thread(10, 10, 1, "srv").thread(11, 11, 10, "w").thread(12, 12, 10, "w")
+    b.conn(1000, 1, rport=40001).conn(2000, 2, rport=40002)
+    b.wakeup(1100, 11, A, oncpu=1150, conn_id=1, accepts=1)
+    b.wakeup(1300, 11, Outcome.OTHER, oncpu=1350, cause=Cause.CONNECTION)
+    b.wakeup(2100, 12, A, oncpu=2150, conn_id=2, accepts=1)
+    b.wakeup(2300, 12, Outcome.OTHER, oncpu=2350, cause=Cause.CONNECTION)
+    b.wakeup(5000, 10, Outcome.OTHER, oncpu=5050, call=WaitCall.SELECT, ret=0)
+    b.wakeup(6000, 10, Outcome.OTHER, oncpu=6050, call=WaitCall.SELECT, ret=1)
+    b.accept(1200, 11, 5, rport=40001).accept(2160, 12, 6, rport=40002)
+    return b
+
+
+def test_herd_counts_listener_wakeups_only(tmp_path: Path) -> None:
+    s = metrics.summarize(load.load_recording(event_driven_server().write(tmp_path / "e.parquet")))
+    assert s["wakeups"] == 6 and s["wakeups_per_accept"] == 3.0  # kept, never the herd factor
+    assert s["herd_factor_basis"] == "listener"
+    assert s["herd_factor"] == 1.0 and s["listener_wakeups"] == 2
+    assert s["threads_woken_per_connection"] == 1.0
+    # The select that returned 0 timed out: its wakeup was the timer's.
+    assert s["wakeup_causes"] == {"listener": 2, "connection": 2, "socket": 0, "timer": 1,
+                                  "other": 1, "unknown": 0}
+    assert s["listener_outcomes"] == {"accepted": 2, "eagain": 0, "absorbed": 0, "other": 0,
+                                      "unresolved": 0}
+    assert s["idle_wakeups"] == 0 and s["idle_fraction"] == 0.0
+    # The parent, woken by its timer and a pipe, is not a worker: fairness of 11 and 12.
+    assert s["accepts_per_thread"] == {"11": 1, "12": 1}
+    assert s["workers"] == 2 and s["fairness_jain"] == 1.0
+    assert s["probe_misses"] == 0
+
+
+def test_herd_of_two_is_two_threads_per_connection(rec: load.Recording) -> None:
+    s = metrics.summarize(rec)
+    assert s["herd_factor"] == 2.0 and s["threads_woken_per_connection"] == 2.0
+    assert s["listener_outcomes"] == {"accepted": 2, "eagain": 1, "absorbed": 1, "other": 0,
+                                      "unresolved": 0}
+
+
+def test_without_causes_the_herd_counts_every_wakeup(tmp_path: Path) -> None:
+    """A recording that cannot tell listener wakeups apart says so, and counts all."""
+    path = event_driven_server().write(tmp_path / "old.parquet", attribution="none")
+    s = metrics.summarize(load.load_recording(path))
+    assert s["herd_factor_basis"] == "all-wakeups"
+    assert s["herd_factor"] == 3.0 and s["listener_wakeups"] is None
+    assert s["listener_outcomes"] is None
+
+
+def test_schema_1_recording_still_analyses(tmp_path: Path) -> None:
+    """Written before causes existed: no cause columns, no probe misses."""
+    path = two_connections().write(tmp_path / "v2.parquet")
+    table = pq.read_table(path).drop_columns(["cause", "cause_basis"])
+    meta = json.loads(pq.read_metadata(path).metadata[b"herdtrace"])
+    meta["schema_version"] = 1
+    del meta["probe_misses"]
+    pq.write_table(table.replace_schema_metadata({b"herdtrace": json.dumps(meta).encode()}),
+                   tmp_path / "v1.parquet")
+    s = metrics.summarize(load.load_recording(tmp_path / "v1.parquet"))
+    assert s["herd_factor_basis"] == "all-wakeups" and s["herd_factor"] == 2.0
+    assert s["wakeup_causes"]["unknown"] == 4
+    assert s["probe_misses"] is None

@@ -12,7 +12,7 @@ def test_committed_header_is_generated_from_schema() -> None:
 
 
 def test_dtype_has_no_padding_and_matches_declared_types() -> None:
-    sizes = {"u64": 8, "u32": 4, "s32": 4, "u16": 2, "u8": 1, "u8[16]": 16, "char[16]": 16}
+    sizes = {"u64": 8, "u32": 4, "s32": 4, "u16": 2, "u8": 1, "u8[16]": 16, "char[16]": 16, "u8[6]": 6}
     offset = 0
     fields = schema.EVENT_DTYPE.fields
     assert fields is not None
@@ -21,13 +21,13 @@ def test_dtype_has_no_padding_and_matches_declared_types() -> None:
         assert off == offset, f.name
         assert dt.itemsize == sizes[f.ctype], f.name
         offset += sizes[f.ctype]
-    assert offset == schema.EVENT_SIZE == 120
+    assert offset == schema.EVENT_SIZE == 128
     assert schema.EVENT_SIZE % 8 == 0
 
 
 def test_arrow_columns_follow_fields() -> None:
     arrow = schema.arrow_schema()
-    assert arrow.names == [f.name for f in schema.FIELDS]
+    assert arrow.names == [f.name for f in schema.STORED_FIELDS]
     assert str(arrow.field("raddr").type) == "fixed_size_binary[16]"
     assert str(arrow.field("ret").type) == "int32"
 

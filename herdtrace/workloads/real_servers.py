@@ -1,0 +1,160 @@
+"""Real servers herdtrace was not written for, started on a free loopback port.
+
+Each runs in the foreground, in its own session (some signal their whole process
+group), and is stopped by pid. Used by the integration tests (herd metrics checked
+beside an independent tracer) and by `make bench-perf`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from herdtrace.collectors.targets import descendants
+from herdtrace.errors import HerdtraceError
+
+NGINX_CONF = """worker_processes {workers};
+daemon off;
+pid {wd}/nginx.pid;
+error_log {wd}/error.log;
+events {{ worker_connections 1024; accept_mutex {accept_mutex}; }}
+http {{
+    access_log off;
+    client_body_temp_path {wd}/body;
+    proxy_temp_path {wd}/proxy;
+    fastcgi_temp_path {wd}/fastcgi;
+    uwsgi_temp_path {wd}/uwsgi;
+    scgi_temp_path {wd}/scgi;
+    server {{
+        listen 127.0.0.1:{port}{listen_flags};
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+APP = '''\
+def wsgi(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+    return [b"ok\\n"]
+
+
+async def asgi(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"3")]})
+    await send({"type": "http.response.body", "body": b"ok\\n"})
+'''
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    name: str
+    pid: int  # the main process: record --pid follows its children
+    port: int
+
+    def pids(self) -> list[int]:
+        return descendants((self.pid,))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise HerdtraceError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def wait_workers(pid: int, workers: int, timeout: float = 20.0) -> None:
+    """Until the main process has at least `workers` children (pre-fork servers)."""
+    deadline = time.monotonic() + timeout
+    while len(descendants((pid,))) < workers + 1:
+        if time.monotonic() > deadline:
+            raise HerdtraceError(f"pid {pid} did not start {workers} workers")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _foreground(name: str, argv: list[str], port: int, workers: int, stop_signal: int,
+                cwd: Path | None = None) -> Iterator[RunningServer]:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, cwd=cwd)
+    try:
+        wait_listening(port)
+        wait_workers(proc.pid, workers)
+        time.sleep(0.5)  # let every worker reach its wait
+        yield RunningServer(name, proc.pid, port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, stop_signal)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def nginx(workdir: Path, workers: int = 4, reuseport: bool = False,
+          accept_mutex: bool = False) -> contextlib.AbstractContextManager[RunningServer]:
+    """nginx from the distribution. accept_mutex off (nginx's default since 1.11.3)
+    makes every worker add the listener with EPOLLEXCLUSIVE; `reuseport` gives each
+    worker its own listening socket."""
+    port = free_port()
+    conf = workdir / f"nginx-{port}.conf"
+    conf.write_text(NGINX_CONF.format(
+        workers=workers, wd=workdir, port=port, accept_mutex="on" if accept_mutex else "off",
+        listen_flags=" reuseport" if reuseport else ""))
+    argv = ["nginx", "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "error.log")]
+    name = "nginx reuseport" if reuseport else f"nginx accept_mutex {'on' if accept_mutex else 'off'}"
+    return _foreground(name, argv, port, workers, signal.SIGQUIT)
+
+
+def _app(workdir: Path) -> Path:
+    (workdir / "herd_app.py").write_text(APP)
+    return workdir
+
+
+def python_tool(name: str) -> str | None:
+    """A console script installed beside this interpreter (the project's venv), or on PATH."""
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else shutil.which(name)
+
+
+def gunicorn(workdir: Path, workers: int = 4) -> contextlib.AbstractContextManager[RunningServer]:
+    """gunicorn's sync workers: each waits in select() on the shared listener."""
+    port = free_port()
+    exe = python_tool("gunicorn")
+    if exe is None:
+        raise HerdtraceError("gunicorn is not installed (make setup installs it)")
+    argv = [exe, "--workers", str(workers), "--worker-class", "sync", "--bind",
+            f"127.0.0.1:{port}", "--chdir", str(_app(workdir)), "herd_app:wsgi"]
+    return _foreground("gunicorn sync", argv, port, workers, signal.SIGTERM)
+
+
+def uvicorn(workdir: Path, workers: int = 4) -> contextlib.AbstractContextManager[RunningServer]:
+    """uvicorn --workers: each worker's asyncio loop polls the shared listener with epoll."""
+    port = free_port()
+    exe = python_tool("uvicorn")
+    if exe is None:
+        raise HerdtraceError("uvicorn is not installed (make setup installs it)")
+    argv = [exe, "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", "--app-dir", str(_app(workdir)), "herd_app:asgi"]
+    return _foreground("uvicorn --workers", argv, port, workers, signal.SIGTERM)

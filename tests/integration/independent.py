@@ -1,0 +1,71 @@
+"""An independent count of what herdtrace records: a bpftrace script, written here
+from the terms alone, sharing no code with herdtrace's probes."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+WAITS = ("accept", "accept4", "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll",
+         "select", "pselect6")
+
+
+def script(pids: list[int]) -> str:
+    mine = " || ".join(f"pid == {p}" for p in pids)
+    enters = ",\n".join(f"tracepoint:syscalls:sys_enter_{w}" for w in WAITS)
+    exits = ",\n".join(f"tracepoint:syscalls:sys_exit_{w}" for w in WAITS)
+    return f"""BEGIN {{ printf("ready\\n"); }}
+{enters} /{mine}/ {{ @inwait[tid] = 1; }}
+{exits} /{mine}/ {{ delete(@inwait[tid]); }}
+tracepoint:syscalls:sys_exit_accept, tracepoint:syscalls:sys_exit_accept4 /{mine}/ {{
+    if (args->ret >= 0) {{ @accepts = count(); }}
+    if (args->ret == -11) {{ @eagain = count(); }}
+}}
+tracepoint:sched:sched_waking /@inwait[args->pid]/ {{ @wakings = count(); }}
+END {{ clear(@inwait); }}
+"""
+
+
+@dataclass
+class Counts:
+    accepts: int
+    eagain: int
+    wakings: int
+    start_ns: int  # CLOCK_MONOTONIC when it was attached
+    end_ns: int  # when it was asked to stop
+
+
+class BpftraceCounter:
+    """Counts accepts, EAGAINs and wakings of threads in a wait, for the given pids."""
+
+    def __init__(self, pids: list[int], workdir: Path) -> None:
+        path = workdir / "count.bt"
+        path.write_text(script(pids))
+        self.proc = subprocess.Popen(["bpftrace", str(path)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if select.select([self.proc.stdout], [], [], 0.2)[0]:
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                if line.strip() == "ready":
+                    self.start_ns = time.monotonic_ns()
+                    return
+        self.proc.kill()
+        raise RuntimeError(f"bpftrace did not start: {self.proc.communicate()[0]}")
+
+    def stop(self) -> Counts:
+        end_ns = time.monotonic_ns()
+        os.kill(self.proc.pid, signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=60)
+        found = {m[0]: int(m[1]) for m in re.findall(r"^@(\w+): (\d+)$", out, re.M)}
+        return Counts(found.get("accepts", 0), found.get("eagain", 0), found.get("wakings", 0),
+                      self.start_ns, end_ns)
