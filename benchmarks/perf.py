@@ -47,58 +47,93 @@ def throughput(port: int, seconds: float) -> float:
     return result.throughput_rps
 
 
-def observer_effect(repeats: int, seconds: float) -> dict[str, Any]:
-    kinds = tracers.available()
+def observer_effect(repeats: int, seconds: float,
+                    baseline: type[tracers.Herdtrace] | None = None) -> dict[str, Any]:
+    kinds = tracers.available(baseline)
     results: dict[str, dict[str, list[float]]] = {}
-    lost: dict[str, list[int]] = {}
+    health: dict[str, dict[str, list[int | None]]] = {}
     work = tracers.workdir()
     names = list(servers.targets(work))
     for rep in range(repeats):
         for target in names:
-            for kind in kinds:  # interleaved: untraced, herdtrace, bpftrace, perf, untraced, ...
+            # Interleaved (untraced, floor, filter, state, herdtrace, ..., perf, untraced, ...),
+            # the order rotated every repeat so that no tracer always runs first.
+            shift = rep % len(kinds)
+            for kind in kinds[shift:] + kinds[:shift]:
                 tracer = kind()
                 with servers.targets(work)[target] as (pids, port):
                     tracer.start(pids, work)
                     rps = throughput(port, seconds)
                     info = tracer.stop()
                 results.setdefault(target, {}).setdefault(tracer.name, []).append(rps)
-                if tracer.name == "herdtrace":
-                    lost.setdefault(target, []).append(int(info.get("lost_events", 0)))  # type: ignore[call-overload]
-                say(f"  [{rep + 1}/{repeats}] {target:22s} {tracer.name:12s} {rps:9.0f} req/s")
+                if "lost_events" in info:
+                    h = health.setdefault(target, {}).setdefault(tracer.name, [])
+                    h.append(info["lost_events"])  # type: ignore[arg-type]
+                    health[target].setdefault(tracer.name + " misses", []).append(
+                        info.get("probe_misses"))  # type: ignore[arg-type]
+                say(f"  [{rep + 1}/{repeats}] {target:22s} {tracer.name:18s} {rps:9.0f} req/s")
     shutil.rmtree(work, ignore_errors=True)
-    return {"throughput": results, "herdtrace_lost": lost}
+    order = [k().name for k in kinds]
+    return {"throughput": {t: {n: r[n] for n in order if n in r} for t, r in results.items()},
+            "herdtrace_health": health}
 
 
 def spread(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    return f"{mean:8.0f} ({min(values):.0f}-{max(values):.0f})"
+    return f"{min(values):8.0f} {statistics.median(values):8.0f} {max(values):8.0f}"
 
 
-def report_observer(obs: dict[str, Any]) -> list[str]:
+# The ablation's rows, in order, and what the step from the row before measures.
+STEPS = {"herdtrace empty": "attaching (the floor)", "herdtrace filter": "filtering",
+         "herdtrace state": "per-thread state", "herdtrace": "records, drain, writer"}
+
+
+def report_observer(obs: dict[str, Any], baseline_name: str | None) -> list[str]:
     verdicts = []
-    say("\n1. Observer effect: saturating wrk -c16, new connection per request; "
-        "req/s mean (min-max), ratio to untraced")
+    say("\n1. Observer effect: saturating wrk -c16, a new connection per request; req/s "
+        "min median max, ratio of medians to untraced, and the step from the row above")
     for target, by_tracer in obs["throughput"].items():
-        base = statistics.fmean(by_tracer["untraced"])
+        base = statistics.median(by_tracer["untraced"])
         say(f"  {target}")
-        ratios = {}
+        ratios = {name: statistics.median(values) / base for name, values in by_tracer.items()}
+        previous = None
         for name, values in by_tracer.items():
-            ratios[name] = statistics.fmean(values) / base
-            say(f"    {name:12s} {spread(values)}  ratio {ratios[name]:.3f}")
-        lost = obs["herdtrace_lost"].get(target, [])
-        say(f"    herdtrace lost events per run: {lost}")
+            step = ""
+            if name in STEPS and previous is not None:
+                step = f"  step {ratios[name] - ratios[previous]:+.3f} ({STEPS[name]})"
+            say(f"    {name:18s} {spread(values)}  ratio {ratios[name]:.3f}{step}")
+            previous = name if name in STEPS or name == "untraced" else previous
+        health = obs["herdtrace_health"].get(target, {})
+        lost = health.get("herdtrace", [])
+        misses = health.get("herdtrace misses", [])
+        say(f"    herdtrace lost events per run: {lost}; probe misses per run: {misses}")
+        mine = ratios["herdtrace"]
         if "bpftrace" in ratios:
-            ok = ratios["herdtrace"] >= ratios["bpftrace"]
-            verdicts.append(f"{target}: herdtrace ratio {ratios['herdtrace']:.3f} "
-                            f"{'>=' if ok else '<'} bpftrace {ratios['bpftrace']:.3f}"
-                            + ("" if ok else f" (short by {ratios['bpftrace'] - ratios['herdtrace']:.3f})"))
+            ok = mine >= ratios["bpftrace"]
+            verdicts.append(f"{target}: herdtrace {mine:.3f} vs bpftrace {ratios['bpftrace']:.3f}: "
+                            + ("met" if ok else f"missed by {ratios['bpftrace'] - mine:.3f}"))
         if "perf record" in ratios:
-            ok = ratios["herdtrace"] > ratios["perf record"]
-            verdicts.append(f"{target}: herdtrace ratio {ratios['herdtrace']:.3f} "
-                            f"{'>' if ok else '<='} perf record {ratios['perf record']:.3f}")
-        verdicts.append(f"{target}: herdtrace lost {sum(lost)} at saturating load"
-                        + ("" if sum(lost) == 0 else " (target: 0)"))
+            ok = mine > ratios["perf record"]
+            verdicts.append(f"{target}: herdtrace {mine:.3f} vs perf record {ratios['perf record']:.3f}: "
+                            + ("met" if ok else f"missed by {ratios['perf record'] - mine:.3f}"))
+        floor = ratios.get("herdtrace empty")
+        if floor is not None and baseline_name in ratios:
+            now, before = floor - mine, floor - ratios[baseline_name]
+            ok = now <= before / 2
+            verdicts.append(f"{target}: cost above the floor {now:.3f}, {baseline_name} {before:.3f}: "
+                            + ("met" if ok else f"missed: target <= {before / 2:.3f}") + " (at most half)")
+        bad_lost = sum(x for x in lost if x)
+        bad_misses = sum(x for x in misses if x)
+        verdicts.append(f"{target}: herdtrace lost {bad_lost}, probe misses {bad_misses} at that load: "
+                        + ("met" if bad_lost == 0 and bad_misses == 0 else "missed (target: 0)"))
     return verdicts
+
+
+def checkout(rev: str) -> Path:
+    """The source tree of `rev`, to run it beside this one in the same venv."""
+    tree = Path(tempfile.mkdtemp(prefix=f"herdtrace-{rev}-"))
+    archive = subprocess.run(["git", "archive", rev, "herdtrace"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
 
 
 # ---- 2. drain ------------------------------------------------------------------
@@ -214,7 +249,9 @@ def size(connections: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench-perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline-rev", help="also run herdtrace as of this git revision, "
+                        "for a before/after in the same run")
     parser.add_argument("--seconds", type=float, default=3.0, help="load per observer run")
     parser.add_argument("--sizes", default="1000000,3000000,10000000")
     parser.add_argument("--skip", default="",
@@ -230,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if "observer" not in skip:
         say("1. observer effect (interleaved runs)")
-        figures["observer"] = observer_effect(args.repeats, args.seconds)
-        verdicts += report_observer(figures["observer"])
+        baseline = None
+        if args.baseline_rev:
+            baseline = tracers.at_revision(args.baseline_rev, checkout(args.baseline_rev))
+        figures["observer"] = observer_effect(args.repeats, args.seconds, baseline)
+        verdicts += report_observer(figures["observer"], baseline.name if baseline else None)
     if "drain" not in skip:
         say("\n2. drain")
         figures["drain"] = drain(3.0)

@@ -13,14 +13,10 @@ import time
 from pathlib import Path
 
 from herdtrace.probes.features import REQUIRED_TRACEPOINTS
+from tests.integration.independent import script as counting_script
 
-# The same tracepoints herdtrace attaches, for bpftrace and perf.
+# The same tracepoints herdtrace attaches, for perf.
 TRACEPOINTS = [*REQUIRED_TRACEPOINTS, "sock:sk_data_ready"]
-
-
-def bpftrace_script() -> str:
-    probes = ",\n".join(f"tracepoint:{tp}" for tp in TRACEPOINTS)
-    return f"{probes}\n{{ @[probe] = count(); }}\n"
 
 
 class Tracer:
@@ -59,13 +55,18 @@ class _Process(Tracer):
 class Herdtrace(_Process):
     name = "herdtrace"
     extra: tuple[str, ...] = ()
+    tree: Path | None = None  # another revision's source tree, run with this venv
 
     def start(self, pids: list[int], workdir: Path) -> None:
         self.output = workdir / "herdtrace.parquet"
+        env = dict(os.environ)
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "herdtrace", "record", "--pid", str(pids[0]), "-o",
              str(self.output), "--force", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+            cwd=self.tree)
         self._wait_for("herdtrace: recording")
 
     def stop(self) -> dict[str, object]:
@@ -74,8 +75,19 @@ class Herdtrace(_Process):
         from herdtrace.analysis.load import read_metadata
 
         _, meta = read_metadata(self.output)
-        return {"lost_events": meta["lost_events"], "summary": done[-1] if done else "",
-                "bytes": self.output.stat().st_size}
+        return {"lost_events": meta["lost_events"], "probe_misses": meta.get("probe_misses"),
+                "summary": done[-1] if done else "", "bytes": self.output.stat().st_size}
+
+
+def ablated(level: str) -> type[Herdtrace]:
+    """herdtrace with its probes cut back to `level` (see ABLATE in herd.bpf.c)."""
+    return type(f"Herdtrace_{level}", (Herdtrace,),
+                {"name": f"herdtrace {level}", "extra": ("--ablate", level)})
+
+
+def at_revision(rev: str, tree: Path) -> type[Herdtrace]:
+    """herdtrace as it was at `rev` (checked out in `tree`), for a before/after in one run."""
+    return type(f"Herdtrace_{rev}", (Herdtrace,), {"name": f"herdtrace@{rev}", "tree": tree})
 
 
 class HerdtraceBesidePerf(Herdtrace):
@@ -85,20 +97,21 @@ class HerdtraceBesidePerf(Herdtrace):
 
 
 class Bpftrace(_Process):
+    """A bpftrace script counting wakeups, accepts and EAGAINs of the same processes."""
+
     name = "bpftrace"
 
     def start(self, pids: list[int], workdir: Path) -> None:
         script = workdir / "count.bt"
-        script.write_text(bpftrace_script())
+        script.write_text(counting_script(pids))
         self.proc = subprocess.Popen(["bpftrace", str(script)], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
-        self._wait_for("Attaching")
-        time.sleep(0.5)  # bpftrace prints before the last attach completes
+        self._wait_for("ready")  # printed by BEGIN, once every probe is attached
 
     def stop(self) -> dict[str, object]:
         out = self._interrupt()
         return {"counted": sum(int(ln.rsplit(":", 1)[1]) for ln in out.splitlines()
-                               if ln.startswith("@[") and ln.rsplit(":", 1)[1].strip().isdigit())}
+                               if ln.startswith("@") and ln.rsplit(":", 1)[1].strip().isdigit())}
 
 
 class PerfRecord(_Process):
@@ -132,8 +145,15 @@ class PerfRecord(_Process):
                 "messages": lost[-3:]}
 
 
-def available() -> list[type[Tracer]]:
-    found: list[type[Tracer]] = [Tracer, Herdtrace]
+ABLATIONS = ("empty", "filter", "state")
+
+
+def available(baseline: type[Herdtrace] | None = None) -> list[type[Tracer]]:
+    """In the order of the ablation table: untraced, the floor (empty programs), ...,
+    herdtrace, then the tools it is compared with."""
+    found: list[type[Tracer]] = [Tracer, *(ablated(level) for level in ABLATIONS), Herdtrace]
+    if baseline is not None:
+        found.append(baseline)
     if shutil.which("bpftrace"):
         found.append(Bpftrace)
     if shutil.which("perf"):

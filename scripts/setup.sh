@@ -16,7 +16,7 @@ fi
 #    bcc's run-time compile, and the tools the benchmarks compare against.
 arch=$(dpkg --print-architecture)
 pkgs=(python3-bpfcc bpfcc-tools libbpfcc "linux-headers-$arch" bpftrace linux-perf
-      nginx apache2-utils wrk python3-venv)
+      nginx apache2-utils wrk python3-venv bpftool)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

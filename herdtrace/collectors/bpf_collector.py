@@ -37,6 +37,7 @@ from herdtrace.schema import (
     outcome_of,
 )
 
+BURST_RECORDS_PER_S = 1_000_000  # about twice what the probes were measured to produce
 _SLEPT_UNINTR = 2  # SLEPT_UNINTR in herd.bpf.c: the waking ends a lock's sleep, not a wakeup
 _WAITS = {name: (call, fd_arg, buf_arg) for name, call, fd_arg, buf_arg in LINUX_WAIT_SYSCALLS}
 _NUMBERS = SYSCALL_NUMBERS.get(platform.machine(), {})
@@ -66,15 +67,32 @@ class Recorder:
         self.traced_at_start: list[targets.ThreadInfo] = []
         self.listen_ports: set[int] = set()
         self.cmdlines = {str(p): cmdline(p) for p in opts.pids}
+        self.last_drain = 0.0
 
     # ---- set-up -------------------------------------------------------------
-    def _drain(self) -> bool:
-        """Move what the ring holds to the spool; True when it was over a quarter full
-        (drain again now). The spool's writer makes the row groups: no batching here."""
+    def _drain(self) -> float:
+        """Move what the ring holds to the spool; returns how long to sleep before the
+        next drain: an eighth of the time the ring would take to fill at the rate
+        just seen, within the collector's bounds (0 when it was over a quarter full:
+        drain again now). Fewer, larger batches cost the traced machine less; the
+        spool's writer makes the row groups, so no batching here."""
         assert self.reader is not None
+        now = time.monotonic()
         batch = self.reader.read()
         self._write(batch)
-        return len(batch) * self.reader.stride > self.reader.size // 4
+        elapsed, self.last_drain = now - self.last_drain, now
+        if len(batch) * self.reader.stride > self.reader.size // 4:
+            return 0.0
+        capacity = self.reader.size / self.reader.stride
+        # However quiet it was, never sleep longer than a burst at the fastest rate
+        # the probes produce would take to fill half the ring.
+        shortest = self.opts.drain_interval_s
+        longest = max(shortest, min(self.opts.drain_interval_max_s,
+                                    capacity / 2 / BURST_RECORDS_PER_S))
+        if not len(batch):
+            return longest
+        fill_s = capacity / (len(batch) / max(elapsed, 1e-3))
+        return min(longest, max(shortest, fill_s / 8))
 
     def _trace(self, infos: list[targets.ThreadInfo], now_ns: int) -> None:
         table = self.bpf[b"traced"]
@@ -199,6 +217,7 @@ class Recorder:
         ring = self.bpf[b"events"]
         self.reader = RingReader(ring.map_fd, opts.probe.ringbuf_pages * mmap.PAGESIZE, EVENT_DTYPE)
         self.sink = Sink(opts.output)
+        self.last_drain = time.monotonic()
         try:
             self._write(self._initial_thread_rows(start_ns))
             if self.command is not None:
@@ -220,8 +239,9 @@ class Recorder:
             # Drain on a clock, not on every ring-buffer notification: batches of
             # thousands cost what one record would, and 16 MiB holds ~130k records.
             # A ring filling fast is drained again at once.
-            if not self._drain():
-                time.sleep(opts.drain_interval_s)
+            pause = self._drain()
+            if pause:
+                time.sleep(pause)
             now = time.monotonic()
             if stop.is_set():
                 return "signal"

@@ -35,7 +35,8 @@ class RecordOptions:
     force: bool = False
     label: str | None = None  # how analyze groups recordings (default: the file name)
     flush_interval_s: float = 1.0  # dtrace: how often parsed lines go to the spool
-    drain_interval_s: float = 0.01
+    drain_interval_s: float = 0.005  # the drain's clock adapts between these two
+    drain_interval_max_s: float = 0.1
 
     def validate_output(self) -> None:
         check_output(self.output, self.force)

@@ -3,9 +3,12 @@
 The recording process only appends fixed-size records to `OUTPUT.spool` (a
 memcpy into the page cache): it must keep draining the kernel's ring however
 busy the machine is. A second process, at nice 19, follows the spool and writes
-Parquet row groups as it goes. Under a saturating load the traced server keeps
-the CPU and the writer catches up when it idles; being a separate process, a
-descheduled writer can never hold up the drain (a thread could, holding the GIL).
+Parquet row groups, but only while the machine has a CPU to spare (or the spool
+has grown past SPOOL_BACKLOG, or recording has ended): nice 19 does not make
+encoding free, it takes the same cores the traced server needs, so under a
+saturating load encoding waits, as perf defers decoding to report time. Being a
+separate process, a descheduled writer can never hold up the drain (a thread
+could, holding the GIL), and a recorder that dies still leaves a complete file.
 
 At the end the recording process writes `OUTPUT.spool.done` (the metadata); the
 writer finishes the spool, writes the footer, removes both files and exits.
@@ -34,6 +37,37 @@ from herdtrace.schema import EVENT_DTYPE, EVENT_SIZE
 ROW_GROUP = 65536
 FLUSH_S = 1.0
 IDLE_SLEEP_S = 0.05
+# Encode while at least this much of the machine's CPU time was idle over the last
+# IDLE_PERIOD_S; past SPOOL_BACKLOG bytes not yet encoded, encode regardless.
+IDLE_FRACTION = 0.4
+IDLE_PERIOD_S = 0.5
+SPOOL_BACKLOG = 1 << 30
+
+
+class IdleMeter:
+    """Whether the machine had CPU to spare lately, from /proc/stat."""
+
+    def __init__(self) -> None:
+        self.last = self._read()
+        self.at = time.monotonic()
+        self.idle = True
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return (0, 0)
+        return sum(fields[3:5]), sum(fields)  # idle + iowait, total
+
+    def spare(self) -> bool:
+        now = time.monotonic()
+        if now - self.at >= IDLE_PERIOD_S:
+            cur = self._read()
+            total = cur[1] - self.last[1]
+            self.idle = total <= 0 or (cur[0] - self.last[0]) / total >= IDLE_FRACTION
+            self.last, self.at = cur, now
+        return self.idle
 
 
 def spool_path(output: Path) -> Path:
@@ -97,7 +131,8 @@ class SpoolFile:
 def follow(output: Path, parent: int) -> None:
     """The writer process: spool -> Parquet row groups, until the metadata arrives.
 
-    Row groups of ROW_GROUP rows, or whatever arrived within FLUSH_S. If the
+    Row groups of ROW_GROUP rows, or whatever arrived within FLUSH_S, written while
+    the machine has CPU to spare (IdleMeter) or once recording has ended. If the
     recording process dies without handing over metadata, the file is still
     finished, saying so, with what the spool held.
     """
@@ -107,11 +142,16 @@ def follow(output: Path, parent: int) -> None:
     buffered = 0
     last_write = time.monotonic()
     orphaned = False
+    meter = IdleMeter()
     with spool.open("rb") as f:
         while True:
             finished = done.exists()  # checked before reading: no record can follow it
             orphaned = not finished and os.getppid() != parent
-            rows = min((spool.stat().st_size - f.tell()) // EVENT_SIZE, ROW_GROUP - buffered)
+            backlog = spool.stat().st_size - f.tell()
+            if not (finished or orphaned or backlog > SPOOL_BACKLOG or meter.spare()):
+                time.sleep(IDLE_SLEEP_S)
+                continue
+            rows = min(backlog // EVENT_SIZE, ROW_GROUP - buffered)
             if rows:
                 pending.append(np.frombuffer(f.read(rows * EVENT_SIZE), dtype=EVENT_DTYPE))
                 buffered += rows

@@ -12,7 +12,9 @@
 // programs may not take bpf_spin_lock) this is what keeps two CPUs from closing the
 // same wakeup twice or emitting a half-written one.
 //
-// Options (-D): RINGBUF_PAGES, PID_MAX, MAX_THREADS, MAX_CONNS, CAUSE_WINDOW_NS,
+// Options (-D): RAW_SCHED with TASK_PID_OFF, TASK_STATE_OFF, TASK_CPU_OFF (sched
+// probes as raw tracepoints), RAW_NET (sk_data_ready, netif_receive_skb as raw),
+// RINGBUF_PAGES, PID_MAX, MAX_THREADS, MAX_CONNS, CAUSE_WINDOW_NS,
 // CONN_WINDOW_NS, SK_KEY, TP_RETURN, HAVE_SK_DATA_READY (absent: the connection-state
 // rule decides listener wakeups alone), CONN_STATE_CHECK (run that rule beside
 // sk_data_ready, its verdict in a flag), HAVE_EPOLL_PWAIT2.
@@ -55,6 +57,19 @@
 #ifndef TP_RETURN
 #define TP_RETURN 0
 #endif
+// `make bench-perf`'s ablation: where herdtrace's cost goes. EMPTY: every probe
+// returns at once (what attaching costs); FILTER: each probe finds whether the event
+// is about a traced thread or socket, then returns; STATE: all but the records.
+#define ABLATE_NONE 0
+#define ABLATE_EMPTY 1
+#define ABLATE_FILTER 2
+#define ABLATE_STATE 3
+#ifndef ABLATE
+#define ABLATE ABLATE_NONE
+#endif
+#define ONLY_ATTACHED() if (ABLATE == ABLATE_EMPTY) return TP_RETURN
+#define ONLY_FILTERED(...) if (ABLATE == ABLATE_FILTER) return __VA_ARGS__
+
 #ifndef SK_KEY
 #define SK_KEY 0x5bd1e995ULL
 #endif
@@ -78,6 +93,7 @@
 #define SLEPT_NONE 0      // preempted, or never switched out
 #define SLEPT_INTR 1      // slept interruptibly (a wait)
 #define SLEPT_UNINTR 2    // slept uninterruptibly (a lock)
+#define SLEPT_UNKNOWN 3   // waking.sleep only: the classic tracepoint cannot say
 
 // A waking, written by the waker's CPU; `armed` is written last and cleared by the
 // thread's own context once it has taken the rest.
@@ -93,6 +109,7 @@ struct waking {
     u8 cause;
     u8 basis;
     u8 flags;
+    u8 sleep;           // SLEPT_*: the state it was woken from, where the probe can read it
     u8 armed;
 };
 
@@ -178,6 +195,8 @@ static __always_inline u64 sk_id(const void *sk) {
 }
 
 static __always_inline void emit(const struct herd_event *src) {
+    if (ABLATE == ABLATE_STATE)
+        return;
     struct herd_event *e = events.ringbuf_reserve(sizeof(struct herd_event));
     if (!e) {
         count(HERD_CNT_LOST_EVENTS);
@@ -188,6 +207,8 @@ static __always_inline void emit(const struct herd_event *src) {
 }
 
 static __always_inline struct herd_event *new_event(u8 kind, u64 now) {
+    if (ABLATE == ABLATE_STATE)
+        return 0;
     struct herd_event *e = events.ringbuf_reserve(sizeof(struct herd_event));
     if (!e) {
         count(HERD_CNT_LOST_EVENTS);
@@ -247,7 +268,9 @@ static __always_inline void take_waking(struct traced_thread *t, u32 tid, u64 on
     struct waking *k = &t->waking;
     if (!k->armed)
         return;
-    if (t->slept == SLEPT_UNINTR || lock_race(t)) {
+    int lock = k->sleep == SLEPT_UNKNOWN ? (t->slept == SLEPT_UNINTR || lock_race(t))
+                                         : k->sleep == SLEPT_UNINTR;
+    if (lock) {
         // The end of a lock's sleep inside the wait: it belongs to the wakeup (if any)
         // that led there and must not steal its accept or EAGAIN.
         count(HERD_CNT_WAKINGS_UNINTERRUPTIBLE);
@@ -287,6 +310,7 @@ static __always_inline void wait_enter(u8 call, s32 fd, u64 buf) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
     struct traced_thread *t = find(tid);
+    ONLY_FILTERED();
     if (!t || frozen())
         return;
     announce(t, tid, id >> 32);
@@ -330,6 +354,7 @@ static __always_inline void wait_exit(long ret) {
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
     struct traced_thread *t = find(tid);
+    ONLY_FILTERED();
     if (!t || !t->wait_call || frozen())
         return;
     announce(t, tid, id >> 32);
@@ -355,10 +380,12 @@ static __always_inline void wait_exit(long ret) {
 
 #define WAIT_SYSCALL(name, call, fdexpr, bufexpr)             \
     TRACEPOINT_PROBE(syscalls, sys_enter_##name) {            \
+        ONLY_ATTACHED();                                      \
         wait_enter(call, (s32)(fdexpr), (u64)(bufexpr));      \
         return TP_RETURN;                                     \
     }                                                         \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) {             \
+        ONLY_ATTACHED();                                      \
         wait_exit(args->ret);                                 \
         return TP_RETURN;                                     \
     }
@@ -418,16 +445,19 @@ static __always_inline void classify(struct waking *k, u64 now, u64 id) {
 #endif
 }
 
-TRACEPOINT_PROBE(sched, sched_waking) {
-    u32 tid = args->pid;
+// A traced thread inside a wait is being woken (waker's context). `task` is its
+// task_struct where the raw tracepoint gives it (its state and CPU are read then),
+// else 0 and the classic tracepoint's target CPU.
+static __always_inline void on_waking(u32 tid, const u8 *task, u16 classic_cpu) {
     struct traced_thread *t = find(tid);
+    ONLY_FILTERED();
     if (!t || !t->wait_call || frozen())
-        return TP_RETURN;
+        return;
     struct waking *k = &t->waking;
     if (k->armed) {
         // Woken again before it took the first: one wakeup.
         count(HERD_CNT_WAKINGS_MERGED);
-        return TP_RETURN;
+        return;
     }
     u64 now = bpf_ktime_get_ns();
     u64 id = bpf_get_current_pid_tgid();
@@ -435,7 +465,17 @@ TRACEPOINT_PROBE(sched, sched_waking) {
     k->waker_tid = (u32)id;
     k->waker_tgid = id >> 32;
     k->cpu = bpf_get_smp_processor_id();
-    k->target_cpu = args->target_cpu;
+    k->target_cpu = classic_cpu;
+    k->sleep = SLEPT_UNKNOWN;
+#ifdef RAW_SCHED
+    u32 cpu = 0;
+    u32 state = 0;
+    bpf_probe_read_kernel(&cpu, sizeof(cpu), task + TASK_CPU_OFF);
+    bpf_probe_read_kernel(&state, sizeof(state), task + TASK_STATE_OFF);
+    k->target_cpu = cpu;
+    k->sleep = (state & SLEEP_UNINTERRUPTIBLE) ? SLEPT_UNINTR
+             : (state & SLEEP_INTERRUPTIBLE) ? SLEPT_INTR : SLEPT_NONE;
+#endif
     k->sk = 0;
     k->conn_id = 0;
     k->lport = 0;
@@ -445,41 +485,84 @@ TRACEPOINT_PROBE(sched, sched_waking) {
     classify(k, now, id);
     compiler_barrier();
     k->armed = 1;
-    return TP_RETURN;
 }
 
-TRACEPOINT_PROBE(sched, sched_switch) {
+// A context switch (on that CPU): prev leaves in `state` (SLEPT_*), next arrives.
+static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
     // The hottest probe: one lookup per side, most of them misses.
-    u32 prev = args->prev_pid;
     struct traced_thread *t = find(prev);
+    if (ABLATE == ABLATE_FILTER) {
+        find(next);
+        return;
+    }
     if (t && !frozen()) {
         announce(t, prev, bpf_get_current_pid_tgid() >> 32);
         take_waking(t, prev, t->waking.ts);  // woken while still on the CPU
-        long state = args->prev_state;
-        if (state & SLEEP_INTERRUPTIBLE) {
-            t->slept = SLEPT_INTR;
-            // Blocking again inside a wait ends the open wakeup: a woken wait that
-            // never returned was absorbed.
-            if (t->wait_call && t->pending)
-                close_wakeup(t, HERD_OUTCOME_ABSORBED);
-        } else {
-            t->slept = (state & SLEEP_UNINTERRUPTIBLE) ? SLEPT_UNINTR : SLEPT_NONE;
-        }
+        t->slept = state;
+        // Blocking again inside a wait ends the open wakeup: a woken wait that
+        // never returned was absorbed.
+        if (state == SLEPT_INTR && t->wait_call && t->pending)
+            close_wakeup(t, HERD_OUTCOME_ABSORBED);
     }
-    u32 next = args->next_pid;
     t = find(next);
     if (t && !frozen()) {
         if (t->waking.armed)
             take_waking(t, next, bpf_ktime_get_ns());
         t->slept = SLEPT_NONE;
     }
+}
+
+static __always_inline u8 slept_as(long state) {
+    return (state & SLEEP_INTERRUPTIBLE) ? SLEPT_INTR
+         : (state & SLEEP_UNINTERRUPTIBLE) ? SLEPT_UNINTR : SLEPT_NONE;
+}
+
+#ifdef RAW_SCHED
+// Raw tracepoints: no record is built for the event (the classic tracepoint copies
+// its fields for every switch on the machine), and the kernel guards recursion per
+// program rather than per CPU, so an interrupt during another probe is not a miss.
+// Fields are read at the running kernel's offsets (-D TASK_*_OFF, from its BTF).
+static __always_inline u32 task_pid(const u8 *task) {
+    u32 pid = 0;
+    bpf_probe_read_kernel(&pid, sizeof(pid), task + TASK_PID_OFF);
+    return pid;
+}
+
+RAW_TRACEPOINT_PROBE(sched_waking) {
+    ONLY_ATTACHED();
+    const u8 *task = (const u8 *)ctx->args[0];
+    on_waking(task_pid(task), task, 0);
+    return 0;
+}
+
+// TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
+//          unsigned int prev_state), Linux 5.18+.
+RAW_TRACEPOINT_PROBE(sched_switch) {
+    ONLY_ATTACHED();
+    u8 state = ctx->args[0] ? SLEPT_NONE : slept_as((long)ctx->args[3]);
+    on_switch(task_pid((const u8 *)ctx->args[1]), state, task_pid((const u8 *)ctx->args[2]));
+    return 0;
+}
+#else
+TRACEPOINT_PROBE(sched, sched_waking) {
+    ONLY_ATTACHED();
+    on_waking(args->pid, 0, args->target_cpu);
     return TP_RETURN;
 }
 
+TRACEPOINT_PROBE(sched, sched_switch) {
+    ONLY_ATTACHED();
+    on_switch(args->prev_pid, slept_as(args->prev_state), args->next_pid);
+    return TP_RETURN;
+}
+#endif
+
 TRACEPOINT_PROBE(sched, sched_process_fork) {
+    ONLY_ATTACHED();
     u32 parent = args->parent_pid;
     if (!find(parent) || frozen())
         return TP_RETURN;
+    ONLY_FILTERED(TP_RETURN);
     u32 child = args->child_pid;
     struct traced_thread fresh = {};
     fresh.fork_ts = bpf_ktime_get_ns();
@@ -494,9 +577,11 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit) {
+    ONLY_ATTACHED();
     u64 id = bpf_get_current_pid_tgid();
     u32 tid = (u32)id;
     struct traced_thread *t = find(tid);
+    ONLY_FILTERED(TP_RETURN);
     if (!t || frozen())
         return TP_RETURN;
     announce(t, tid, id >> 32);
@@ -531,10 +616,12 @@ static __always_inline void note_ready(u8 why, u64 sk, u64 conn_id, u16 port) {
 }
 
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    ONLY_ATTACHED();
     if (args->protocol != PROTO_TCP || frozen())
         return TP_RETURN;
     u64 skaddr = (u64)args->skaddr;
     u64 *known = conn_socks.lookup(&skaddr);
+    ONLY_FILTERED(TP_RETURN);
     if (known) {
         // A peer's FIN (ESTABLISHED -> CLOSE_WAIT) wakes the worker through
         // sk_state_change, with no sk_data_ready: it is that connection's wakeup.
@@ -594,38 +681,68 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
 }
 
 #ifdef WITH_CONN_STATE_RULE
-TRACEPOINT_PROBE(net, netif_receive_skb) {
+// A packet is being received on this CPU: it ends the listener's run of wakeups.
+static __always_inline void on_receive(void) {
     int zero = 0;
     struct net_cause *c = cause.lookup(&zero);
+    ONLY_FILTERED();
     if (c && c->chain_ts)
         c->chain_ts = 0;
+}
+
+#ifdef RAW_NET
+RAW_TRACEPOINT_PROBE(netif_receive_skb) {
+    ONLY_ATTACHED();
+    on_receive();
+    return 0;
+}
+#else
+TRACEPOINT_PROBE(net, netif_receive_skb) {
+    ONLY_ATTACHED();
+    on_receive();
     return TP_RETURN;
 }
 #endif
+#endif
 
 #ifdef HAVE_SK_DATA_READY
-TRACEPOINT_PROBE(sock, sk_data_ready) {
+// A socket became readable (the waker's context), just before the wakeups it causes.
+static __always_inline void on_data_ready(const void *sk) {
     if (frozen())
-        return TP_RETURN;
+        return;
     int zero = 0;
     struct net_cause *c = cause.lookup(&zero);
     if (!c)
-        return TP_RETURN;
+        return;
     u64 now = bpf_ktime_get_ns();
-    u64 skaddr = (u64)args->skaddr;
+    u64 skaddr = (u64)sk;
     u64 *conn = conn_socks.lookup(&skaddr);
+    ONLY_FILTERED();
     if (conn) {
-        note_ready(HERD_CAUSE_CONNECTION, sk_id(args->skaddr), *conn, 0);
+        note_ready(HERD_CAUSE_CONNECTION, sk_id(sk), *conn, 0);
     } else if (c->conn_ts && now - c->conn_ts < CONN_WINDOW_NS &&
                c->conn_waker == bpf_get_current_pid_tgid() && !c->conn_used &&
                skaddr != c->conn_sk) {
         // Just after a child was established, by the same task on this CPU: its
         // listener (tcp_child_process wakes the parent). Use the connection once.
         c->conn_used = 1;
-        note_ready(HERD_CAUSE_LISTENER, sk_id(args->skaddr), c->conn_id, c->conn_port);
+        note_ready(HERD_CAUSE_LISTENER, sk_id(sk), c->conn_id, c->conn_port);
     } else {
-        note_ready(HERD_CAUSE_SOCKET, sk_id(args->skaddr), 0, 0);
+        note_ready(HERD_CAUSE_SOCKET, sk_id(sk), 0, 0);
     }
+}
+
+#ifdef RAW_NET
+RAW_TRACEPOINT_PROBE(sk_data_ready) {
+    ONLY_ATTACHED();
+    on_data_ready((const void *)ctx->args[0]);
+    return 0;
+}
+#else
+TRACEPOINT_PROBE(sock, sk_data_ready) {
+    ONLY_ATTACHED();
+    on_data_ready(args->skaddr);
     return TP_RETURN;
 }
+#endif
 #endif

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from herdtrace.errors import HerdtraceError
-from herdtrace.probes import features
+from herdtrace.probes import btf, features
 from herdtrace.schema import HEADER_PATH
 
 SOURCE_PATH = Path(__file__).parent / "herd.bpf.c"
 FIX = "run `herdtrace doctor` (or `make setup`) for the fix"
 CAUSE_BASES = ("auto", "conn-state")
+ABLATIONS = ("empty", "filter", "state")  # ABLATE_EMPTY = 1, ... in herd.bpf.c
 RECEIVE_TRACEPOINT = "net:netif_receive_skb"  # ends a listener's run of wakeups
 
 
@@ -33,6 +34,11 @@ class ProbeOptions:
     # Also run the connection-state rule beside sk_data_ready and keep its verdict in
     # each wakeup's flags (Flag.CONN_STATE_LISTENER), to check one against the other.
     cross_check_causes: bool = False
+    # bench-perf's ablation: "empty", "filter" or "state" (see ABLATE in herd.bpf.c).
+    ablate: str | None = None
+    # Raw tracepoints for the hottest probes where the running kernel's BTF gives the
+    # offsets they need; False keeps every probe a classic tracepoint.
+    raw_tracepoints: bool = True
     let_perf_see: bool = False  # keep a concurrent perf record of the same tracepoints working
     sk_key: int = field(default_factory=lambda: secrets.randbits(63))
 
@@ -73,12 +79,19 @@ def plan(options: ProbeOptions) -> ProbePlan:
         cflags.append("-DHAVE_EPOLL_PWAIT2")
         methods["syscalls:sys_enter_epoll_pwait2"] = "tracepoint"
         methods["syscalls:sys_exit_epoll_pwait2"] = "tracepoint"
+    if options.ablate is not None:
+        if options.ablate not in ABLATIONS:
+            raise HerdtraceError(f"ablation must be one of {', '.join(ABLATIONS)}, got {options.ablate!r}")
+        cflags.append(f"-DABLATE={ABLATIONS.index(options.ablate) + 1}")
+    raw_sched, raw_net = raw_flags(options, cflags) if options.raw_tracepoints else (False, False)
+    if raw_sched:
+        methods["sched:sched_waking"] = methods["sched:sched_switch"] = "raw_tracepoint"
     if options.cause_basis not in CAUSE_BASES:
         raise HerdtraceError(f"cause basis must be one of {', '.join(CAUSE_BASES)}, got {options.cause_basis!r}")
     attribution = "conn_state"
     if options.cause_basis == "auto" and features.tracepoint_exists("sock:sk_data_ready"):
         cflags.append("-DHAVE_SK_DATA_READY")
-        methods["sock:sk_data_ready"] = "tracepoint"
+        methods["sock:sk_data_ready"] = "raw_tracepoint" if raw_net else "tracepoint"
         attribution = "sk_data_ready"
         if options.cross_check_causes:
             cflags.append("-DCONN_STATE_CHECK")
@@ -86,8 +99,32 @@ def plan(options: ProbeOptions) -> ProbePlan:
         if not features.tracepoint_exists(RECEIVE_TRACEPOINT):
             raise HerdtraceError(f"missing tracepoint {RECEIVE_TRACEPOINT} (the connection-state "
                                  f"rule needs it): {FIX}")
-        methods[RECEIVE_TRACEPOINT] = "tracepoint"
+        methods[RECEIVE_TRACEPOINT] = "raw_tracepoint" if raw_net else "tracepoint"
     return ProbePlan(cflags=tuple(cflags), methods=methods, attribution=attribution)
+
+
+# Raw tracepoints used, and the arguments each must hand over (checked in the BTF).
+RAW_SCHED_ARGS = {"sched_waking": 1, "sched_switch": 4}  # prev_state: Linux 5.18+
+RAW_NET_ARGS = {"sk_data_ready": 1, "netif_receive_skb": 1}
+
+
+def raw_flags(options: ProbeOptions, cflags: list[str]) -> tuple[bool, bool]:
+    """Which probe groups can be raw tracepoints here (appending their -D flags):
+    only where the kernel's own BTF describes the arguments and offsets they read.
+    Elsewhere the classic tracepoints stay, and the metadata says which was used."""
+    try:
+        kernel = btf.Btf()
+        offsets = btf.task_offsets(kernel)
+    except btf.BtfError:
+        return False, False
+    raw_sched = all(kernel.raw_tracepoint_args(n) == k for n, k in RAW_SCHED_ARGS.items())
+    if raw_sched:
+        cflags.append("-DRAW_SCHED")
+        cflags.extend(f"-D{name}={value}" for name, value in offsets.items())
+    raw_net = all(kernel.raw_tracepoint_args(n) == k for n, k in RAW_NET_ARGS.items())
+    if raw_net:
+        cflags.append("-DRAW_NET")
+    return raw_sched, raw_net
 
 
 def source_text(probe_plan: ProbePlan) -> str:
