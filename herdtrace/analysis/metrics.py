@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from herdtrace import __version__
 from herdtrace.analysis.load import CAUSES, OUTCOMES, Recording
 
 PEER_KEY = ["peer_hi", "peer_lo", "rport"]
@@ -313,12 +312,31 @@ def by_label(recs: list[Recording]) -> list[Recording]:
     return [combine([r for r in recs if r.label == lbl]) for lbl in labels]
 
 
-def grouped(recs: list[Recording], by_label_: bool | None = None) -> tuple[list[Recording], bool]:
-    """Recordings to show: combined per label when asked, or by default when labels repeat."""
+def grouped(recs: list[Recording], by_label_: bool | None = False) -> tuple[list[Recording], bool]:
+    """Recordings to show: one per file, or combined per label when asked (None: when
+    labels repeat)."""
     labels = [r.label for r in recs]
     group = by_label_ if by_label_ is not None else len(set(labels)) < len(labels)
     return (by_label(recs) if group else recs), group
 
 
-def analysis_json(recs: list[Recording]) -> dict[str, Any]:
-    return {"herdtrace": __version__, "recordings": [summarize(r) for r in recs]}
+# Figures compared with a baseline recording (analyze --baseline), and where they are.
+COMPARED = {"herd_factor": ("herd_factor",), "threads_woken_per_connection": ("threads_woken_per_connection",),
+            "idle_fraction": ("idle_fraction",), "eagain_per_accept": ("eagain_per_accept",),
+            "wakeups_per_accept": ("wakeups_per_accept",),
+            "wake_latency_p50_us": ("wake_latency_us", "p50"), "wake_latency_p99_us": ("wake_latency_us", "p99"),
+            "accept_latency_p50_us": ("accept_latency_us", "p50")}
+
+
+def ratios(summary: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
+    """Each compared figure of `summary` over the baseline's (None where either is missing)."""
+    def get(s: dict[str, Any], path: tuple[str, ...]) -> Any:
+        value: Any = s
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    return {name: _ratio(get(summary, path), get(base, path))
+            if get(summary, path) is not None and get(base, path) is not None else None
+            for name, path in COMPARED.items()}
+

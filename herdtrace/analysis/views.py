@@ -10,6 +10,7 @@ import pandas as pd
 
 from herdtrace.analysis import metrics
 from herdtrace.analysis.load import Recording
+from herdtrace.analysis.verdict import Verdict, judge
 
 
 @dataclass
@@ -21,6 +22,7 @@ class LabelView:
     accept_share: pd.Series  # mean share of the busiest, 2nd busiest, ... worker of each run
     timeline: pd.DataFrame  # one typical connection's herd (see connection_timeline)
     meta: dict[str, Any]
+    verdict: Verdict
 
 
 def typical_connection(per: pd.DataFrame) -> int | None:
@@ -74,12 +76,14 @@ def label_view(rec: Recording) -> LabelView:
     match = metrics.match_accepts(rec.accepts, rec.connections)
     matched = match[0]
     typical = typical_connection(metrics.per_connection(rec, match))
+    summary = metrics.summarize(rec, match)
     return LabelView(
         label=rec.label,
-        summary=metrics.summarize(rec, match),
+        summary=summary,
         wake_latency_us=_sorted_us(rec.wakeups["wake_latency_ns"]),
         accept_latency_us=_sorted_us(matched["accept_latency_ns"]),
         accept_share=share.astype(np.float64),
         timeline=connection_timeline(rec, typical, matched),
         meta=rec.meta,
+        verdict=judge(rec, summary),
     )

@@ -26,7 +26,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     agg = aggregate(rows, opts.baseline)
     profiles = list(dict.fromkeys(r["profile"] for r in rows))
     reports = {}
-    from herdtrace.cli.report import write_report
+    from herdtrace.reports.files import write_report
 
     for profile, path in report_paths(opts.output, profiles).items():
         if any(r["recording"] for r in rows if r["profile"] == profile):

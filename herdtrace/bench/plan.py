@@ -13,8 +13,8 @@ from herdtrace.workloads import modes as wakeup_modes
 
 @dataclass(frozen=True)
 class Profile:
-    """A load: `idle` leaves workers waiting between connections (the herd shows);
-    `saturate` keeps them busy (the cost shows in throughput)."""
+    """A load: `one-at-a-time` leaves workers waiting between connections (the herd
+    shows); `saturate` keeps them busy (the cost shows in throughput)."""
 
     name: str
     rate: float | None = None
@@ -29,7 +29,7 @@ class Profile:
 
 
 DEFAULT_PROFILES = (
-    Profile("idle", concurrency=1, connections=1000),
+    Profile("one-at-a-time", concurrency=1, connections=1000),
     Profile("saturate", concurrency=16, connections=4000),
 )
 

@@ -10,6 +10,7 @@ import pandas as pd
 from rich.table import Table
 
 from herdtrace.analysis import load, metrics
+from herdtrace.analysis.verdict import judged_summary
 
 
 def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -36,7 +37,7 @@ def aggregate(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]
         traced = g[g["traced"]]
         untraced = g[~g["traced"]]
         recordings = [Path(p) for p in traced["recording"].dropna()]
-        recorded = (metrics.summarize(metrics.combine([load.load_recording(p) for p in recordings]))
+        recorded = (judged_summary(metrics.combine([load.load_recording(p) for p in recordings]))
                     if recordings else None)
         tput = _spread(traced["load.throughput_rps"])
         free = _spread(untraced["load.throughput_rps"]) if not untraced.empty else None

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from typer.core import TyperGroup
 
+from herdtrace import __version__
 from herdtrace.errors import HerdtraceError
 
 
 class _Group(TyperGroup):
-    """Catches HerdtraceError once, for every command: one line, non-zero exit."""
+    """Catches HerdtraceError once, for every command: one line, non-zero exit. An
+    operating-system error nobody foresaw (a full disk, a file that cannot be
+    created) is still the user's to fix: one line too, never a traceback."""
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
@@ -17,15 +22,33 @@ class _Group(TyperGroup):
         except HerdtraceError as exc:
             typer.echo(f"herdtrace: error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            typer.echo(f"herdtrace: error: {where}{exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"herdtrace {__version__}")
+        raise typer.Exit()
 
 
 app = typer.Typer(
     cls=_Group,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help, as other command-line tools print it
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
     help="Record, attribute and report thundering-herd wakeups in servers.",
 )
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Record, attribute and report thundering-herd wakeups in servers."""
 
 
 def _register() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,22 +12,50 @@ import typer
 def analyze_command(
     files: Annotated[list[Path], typer.Argument(help="Recordings, or folders of recordings.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    by_label: Annotated[bool | None, typer.Option("--by-label/--by-file", help="Combine recordings that share a label [default: when labels repeat].")] = None,
+    by_label: Annotated[bool, typer.Option("--by-label", help="Combine recordings that share a label (e.g. a bench's repeats of one mode) into one column.")] = False,
+    baseline: Annotated[Path | None, typer.Option(metavar="FILE", help="A recording to compare with: adds each figure's ratio to it.")] = None,
 ) -> None:
-    """Wakeups per accept, outcomes, latencies and fairness for each recording."""
+    """Herd factor, threads woken per connection, outcomes, causes, latencies, fairness and a
+    verdict with the fix, for each recording."""
+    from herdtrace import __version__
     from herdtrace.analysis import load, metrics
+    from herdtrace.analysis.verdict import judged_summary
 
     recs = load.load_recordings(files)
     shown, grouped = metrics.grouped(recs, by_label)
-    if as_json:
-        out = metrics.analysis_json(recs)
-        if grouped:
-            out["labels"] = [metrics.summarize(r) for r in shown]
-        typer.echo(json.dumps(out, indent=2))
-        return
-    from herdtrace.reports.table import console, summary_table
+    base = judged_summary(load.load_recording(baseline)) if baseline else None
 
-    console().print(summary_table([metrics.summarize(r) for r in shown]))
+    def summaries(of: list[load.Recording]) -> list[dict[str, Any]]:
+        out = [judged_summary(r) for r in of]
+        if base is not None:
+            for s in out:
+                s["vs_baseline"] = metrics.ratios(s, base)
+        return out
+
+    if as_json:
+        doc: dict[str, Any] = {"herdtrace": __version__, "recordings": summaries(recs)}
+        if grouped:
+            doc["labels"] = summaries(shown)
+        typer.echo(json.dumps(rounded(doc), indent=2))
+        return
+    from herdtrace.reports.table import console, summary_table, verdict_lines
+
+    shown_summaries = summaries(shown)
+    out_console = console()
+    out_console.print(summary_table(shown_summaries))
+    for line in verdict_lines(shown_summaries):
+        out_console.print(line)
+
+
+def rounded(value: Any) -> Any:
+    """Floats to four decimals: more would be noise, not precision."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
 
 
 def register(app: typer.Typer) -> None:

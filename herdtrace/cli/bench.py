@@ -25,7 +25,12 @@ def bench_command(
     baseline: Annotated[str, typer.Option(help="Mode the ratios are taken against.")] = HERD_MODE,
     force: Annotated[bool, typer.Option("--force", help="Reuse a non-empty output folder.")] = False,
 ) -> None:
-    """Default: every mode, 4 workers, an idle load that shows the herd and one that saturates."""
+    """Run the lab in every wakeup mode, record each run, check it against the server's own
+    counts, and compare: herd factor, woken-but-idle, EAGAINs, latency, throughput.
+
+    Default: every mode this kernel has, 4 workers, two loads (one connection at a time,
+    which shows the herd, and 16 in flight, which saturates), interleaved.
+    """
     from herdtrace.bench.main import run_bench
     from herdtrace.bench.plan import BenchOptions
     from herdtrace.bench.summary import bench_table
@@ -43,6 +48,9 @@ def bench_command(
         if any(r["profile"] == profile for r in summary["modes"]):
             console.print(bench_table(summary["modes"], profile, baseline, observer_effect))
             console.print(f"  load {desc}")
+            for r in summary["modes"]:
+                if r["profile"] == profile and r["recorded"]:
+                    console.print(f"  {r['mode']}: {r['recorded']['verdict']['text']}")
     if summary["interrupted"]:
         console.print("[yellow]interrupted: the table shows the runs that finished[/]")
     for profile, path in summary["reports"].items():

@@ -14,8 +14,16 @@ def doctor_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
 ) -> None:
     """Check that this machine can record: privileges, BPF, tracefs, tracepoints, headers, bcc."""
-    from herdtrace import doctor
+    import os
 
+    from herdtrace import doctor
+    from herdtrace.errors import HerdtraceError
+
+    if os.geteuid() != 0:
+        # Unprivileged, tracefs and the BPF checks fail for want of root, not of a
+        # kernel feature: saying so beats a screen of false "missing" lines.
+        raise HerdtraceError("doctor must run as root (it probes BPF and tracefs): "
+                             "sudo .venv/bin/herdtrace doctor", exit_code=1)
     results = doctor.run_checks()
     if as_json:
         typer.echo(json.dumps(doctor.as_json(results), indent=2))

@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from herdtrace.errors import HerdtraceError
+from herdtrace.validate import check_port, check_positive
 from herdtrace.workloads.modes import HERD_MODE, MODES
 
 MODE_HELP = "Wakeup mode: " + ", ".join(MODES) + "."
@@ -20,19 +21,24 @@ def serve_command(
     workers: Annotated[int, typer.Option("--workers", "-n", help="Number of workers.")] = 4,
     threads: Annotated[bool, typer.Option("--threads", help="Workers as threads (default: forked processes).")] = False,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", help="Port (0: any free port).")] = 8080,
+    port: Annotated[int, typer.Option("--port", "-P", help="Port (0: any free port).")] = 8080,
     backlog: Annotated[int, typer.Option(help="listen() backlog.")] = 511,
     stats: Annotated[Path | None, typer.Option(help="Write the ground truth (per-worker counts) here as JSON on exit.")] = None,
 ) -> None:
-    """Serve HTTP/1.0 with N workers waiting in MODE until SIGINT/SIGTERM."""
+    """Serve HTTP/1.0 with N workers waiting in MODE until SIGINT/SIGTERM.
+
+    When listening it prints one JSON line on stdout, {"ready": true, "pid": ..., "port": ...,
+    ...}, then a line for people; on exit, the accepts and EAGAINs it counted.
+    """
     from herdtrace.workloads.server import ServerOptions, serve
 
+    check_port(port)
     serve(ServerOptions(mode=mode, workers=workers, threads=threads, host=host, port=port,
                         backlog=backlog), stats)
 
 
 def load_command(
-    port: Annotated[int, typer.Option("--port", "-p", help="Server port on loopback.")] = 8080,
+    port: Annotated[int, typer.Option("--port", "-P", help="Server port on loopback.")] = 8080,
     host: Annotated[str, typer.Option(help="Loopback address.")] = "127.0.0.1",
     rate: Annotated[float | None, typer.Option(help="Open loop: new connections per second.")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="Closed loop: connections in flight.")] = None,
@@ -41,9 +47,19 @@ def load_command(
     timeout: Annotated[float, typer.Option(help="Per-connection timeout, seconds.")] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Drive the lab (or any loopback HTTP server) with one connection per request."""
+    """Drive the lab (or any loopback HTTP server) with one connection per request.
+
+    Default: one connection at a time (-c 1), 1000 connections (-k 1000).
+    """
     from herdtrace.workloads.load import LoadOptions, run_load
 
+    if rate is None and concurrency is None:
+        concurrency = 1
+    if connections is None and duration is None:
+        connections = 1000
+    check_port(port)
+    check_positive("--duration", duration)
+    check_positive("--timeout", timeout)
     result = run_load(LoadOptions(port=port, host=host, rate=rate, concurrency=concurrency,
                                   connections=connections, duration=duration, timeout=timeout))
     if result.completed == 0 and result.errors:
@@ -64,7 +80,7 @@ def load_command(
 
 
 def register(app: typer.Typer, group_cls: type[TyperGroup]) -> None:
-    lab = typer.Typer(cls=group_cls, no_args_is_help=True,
+    lab = typer.Typer(cls=group_cls, no_args_is_help=True, rich_markup_mode=None,
                       help="The herd lab: a server in every wakeup mode and a load generator.")
     lab.command("serve")(serve_command)
     lab.command("load")(load_command)

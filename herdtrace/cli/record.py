@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from herdtrace.errors import HerdtraceError
+from herdtrace.validate import check_suffix
 
 if TYPE_CHECKING:
     from herdtrace.collectors.session import RecordSummary
@@ -27,25 +28,35 @@ def default_output() -> Path:
 
 
 def record_command(
-    ctx: typer.Context,
-    pid: Annotated[list[int] | None, typer.Option("--pid", "-p", help="Process to trace, with its threads and children (repeatable).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Recording file [default: herdtrace-<timestamp>.parquet].")] = None,
-    duration: Annotated[float | None, typer.Option("--duration", "-d", help="Seconds to record (default: until Ctrl-C/SIGTERM or the target exits).")] = None,
-    buffer_pages: Annotated[int, typer.Option(help="Ring buffer size in pages (power of two).")] = 4096,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite the output file.")] = False,
+    command: Annotated[list[str] | None, typer.Argument(metavar="[-- COMMAND [ARGS]...]", show_default=False, help="A command to start and trace from its first instruction, instead of --pid.")] = None,
+    pid: Annotated[list[int] | None, typer.Option("--pid", "-p", metavar="PID", show_default=False, help="Process to trace, with its threads and children (repeatable).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", show_default=False, help="Recording file [default: herdtrace-YYYYmmdd-HHMMSS.parquet].")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", "-d", metavar="SECONDS", show_default=False, help="Seconds to record [default: until Ctrl-C/SIGTERM or the target exits].")] = None,
+    buffer_pages: Annotated[int, typer.Option(metavar="PAGES", help="Ring buffer size in pages (a power of two).")] = 4096,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the output file, or write one not named .parquet.")] = False,
     label: Annotated[str | None, typer.Option(help="Label for analysis, e.g. the mode [default: file name].")] = None,
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
     let_perf_see: Annotated[bool, typer.Option("--let-perf-see", help="Let a perf record of the same tracepoints, running beside herdtrace, see them (costs ~3% of throughput at saturation).")] = False,
-    backend: Annotated[str, typer.Option(help="bcc (Linux eBPF) or dtrace (FreeBSD, macOS, illumos) [default: by platform].")] = default_backend(),
+    backend: Annotated[str, typer.Option(metavar="NAME", show_default=False, help="bcc (Linux eBPF) or dtrace (FreeBSD, macOS, illumos) [default: bcc on Linux, else dtrace].")] = default_backend(),
     cause_basis: Annotated[str, typer.Option(help="How listener wakeups are recognised: auto (sock:sk_data_ready where the kernel has it, Linux 6.6+; else the connection-state rule) or conn-state (force the rule every kernel since 4.16 supports).")] = "auto",
     ablate: Annotated[str | None, typer.Option(hidden=True, help="bench-perf only: empty, filter or state (records nothing).")] = None,
     cross_check_causes: Annotated[bool, typer.Option("--cross-check-causes", help="Run the connection-state rule beside sk_data_ready and keep its verdict per wakeup (column conn_state_listener in analysis), to compare the two.")] = False,
 ) -> None:
-    """Record every wakeup of the target's threads, with its cause and outcome."""
+    """Record every wakeup of the target's threads, with its cause and outcome.
+
+    Examples:
+
+      herdtrace record -p 1234 -o nginx.parquet -d 30
+
+      herdtrace record -o lab.parquet -- herdtrace lab serve --mode epoll-shared
+    """
     from herdtrace.collectors.bpf_collector import record
     from herdtrace.collectors.session import RecordOptions
     from herdtrace.probes import program
 
+    out = output or default_output()
+    check_suffix(out, (".parquet",), force, "a recording")
+    program.check_ringbuf_pages(buffer_pages)
     probe = program.ProbeOptions(ringbuf_pages=buffer_pages, let_perf_see=let_perf_see,
                                  cause_basis=cause_basis, cross_check_causes=cross_check_causes,
                                  ablate=ablate)
@@ -53,7 +64,7 @@ def record_command(
         typer.echo(program.source_text(program.plan(probe)))
         return
     opts = RecordOptions(
-        output=output or default_output(), pids=tuple(pid or ()), command=tuple(ctx.args),
+        output=out, pids=tuple(pid or ()), command=tuple(command or ()),
         duration=duration, probe=probe, force=force, label=label,
     )
     stop = threading.Event()
@@ -104,7 +115,4 @@ def import_dtrace_command(
 
 def register(app: typer.Typer) -> None:
     app.command("import-dtrace")(import_dtrace_command)
-    app.command(
-        "record",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
-    )(record_command)
+    app.command("record")(record_command)

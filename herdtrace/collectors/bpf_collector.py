@@ -224,8 +224,11 @@ class Recorder:
                 self.command.release()
             if on_ready:
                 what = " ".join(opts.command) if opts.command else f"pid {', '.join(map(str, opts.pids))}"
-                on_ready(f"{READY_LINE} {len(self.traced_at_start)} threads of {what} "
-                         f"-> {opts.output} (Ctrl-C to stop)")
+                n = len(self.traced_at_start)
+                until = (f"for {opts.duration:g} s" if opts.duration else
+                         "until it exits" if opts.command else "(Ctrl-C to stop)")
+                on_ready(f"{READY_LINE} {n} thread{'s' if n != 1 else ''} of {what} "
+                         f"-> {opts.output} {until}")
             reason = self._loop(stop, start_ns)
             return self._finish(start_ns, wall_offset, reason)
         except BaseException:

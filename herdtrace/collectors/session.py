@@ -16,10 +16,10 @@ import numpy as np
 from herdtrace import __version__
 from herdtrace.collectors import targets
 from herdtrace.collectors.spool import SpoolFile
-from herdtrace.collectors.writer import check_output
 from herdtrace.errors import HerdtraceError
 from herdtrace.probes import program
 from herdtrace.schema import EAGAIN, SCHEMA_VERSION, Kind
+from herdtrace.validate import check_output, check_positive
 
 READY_LINE = "herdtrace: recording"
 DONE_LINE = "herdtrace: recorded"
@@ -42,10 +42,11 @@ class RecordOptions:
         check_output(self.output, self.force)
 
     def validate(self) -> None:
-        if bool(self.pids) == bool(self.command):
-            raise HerdtraceError("give --pid PID (repeatable) or -- COMMAND ARGS, not both")
-        if self.duration is not None and self.duration <= 0:
-            raise HerdtraceError(f"--duration must be positive, got {self.duration}")
+        if not self.pids and not self.command:
+            raise HerdtraceError("nothing to record: give --pid PID (repeatable) or -- COMMAND [ARGS]")
+        if self.pids and self.command:
+            raise HerdtraceError("give --pid PID or -- COMMAND [ARGS], not both")
+        check_positive("--duration", self.duration)
         self.validate_output()
         targets.require_alive(self.pids)
         if self.command:

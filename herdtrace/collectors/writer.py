@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,21 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from herdtrace.errors import HerdtraceError
 from herdtrace.schema import EVENT_DTYPE, METADATA_KEY, STORED_FIELDS, arrow_schema
-
-
-def check_output(path: Path, force: bool) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        if path.exists() and not force:
-            raise HerdtraceError(f"{path} exists; use --force to overwrite")
-        if not parent.is_dir():
-            raise HerdtraceError(f"no such directory: {parent}")
-    except PermissionError:
-        raise HerdtraceError(f"cannot write to {parent}: permission denied") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise HerdtraceError(f"cannot write to {parent}: permission denied")
 
 
 def events_to_batch(events: np.ndarray) -> pa.RecordBatch:

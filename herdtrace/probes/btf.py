@@ -128,3 +128,15 @@ def task_offsets(btf: Btf) -> dict[str, int]:
         cpu = btf.offset("task_struct", "cpu")
     return {"TASK_PID_OFF": btf.offset("task_struct", "pid"), "TASK_STATE_OFF": state,
             "TASK_CPU_OFF": cpu}
+
+
+def sock_offsets(btf: Btf) -> dict[str, int]:
+    """Where a socket's protocol, local port, peer port, family and peer addresses live."""
+    common = btf.offset("sock", "__sk_common")
+
+    def field(name: str) -> int:
+        return common + btf.offset("sock_common", name)
+
+    return {"SK_PROTOCOL_OFF": btf.offset("sock", "sk_protocol"), "SK_NUM_OFF": field("skc_num"),
+            "SK_DPORT_OFF": field("skc_dport"), "SK_FAMILY_OFF": field("skc_family"),
+            "SK_DADDR_OFF": field("skc_daddr"), "SK_V6_DADDR_OFF": field("skc_v6_daddr")}

@@ -13,7 +13,8 @@
 // same wakeup twice or emitting a half-written one.
 //
 // Options (-D): RAW_SCHED with TASK_PID_OFF, TASK_STATE_OFF, TASK_CPU_OFF (sched
-// probes as raw tracepoints), RAW_NET (sk_data_ready, netif_receive_skb as raw),
+// probes as raw tracepoints), RAW_NET with SK_*_OFF (inet_sock_set_state,
+// sk_data_ready, netif_receive_skb as raw),
 // RINGBUF_PAGES, PID_MAX, MAX_THREADS, MAX_CONNS, CAUSE_WINDOW_NS,
 // CONN_WINDOW_NS, SK_KEY, TP_RETURN, HAVE_SK_DATA_READY (absent: the connection-state
 // rule decides listener wakeups alone), CONN_STATE_CHECK (run that rule beside
@@ -615,39 +616,57 @@ static __always_inline void note_ready(u8 why, u64 sk, u64 conn_id, u16 port) {
     c->ready_port = port;
 }
 
-TRACEPOINT_PROBE(sock, inet_sock_set_state) {
-    ONLY_ATTACHED();
-    if (args->protocol != PROTO_TCP || frozen())
-        return TP_RETURN;
-    u64 skaddr = (u64)args->skaddr;
+// A TCP socket changed state (any context). Classic tracepoints fill every field;
+// the raw one reads the socket's ports and addresses itself, and only when needed.
+struct sock_change {
+    const u8 *raw;      // the socket, where its fields are still to be read (raw)
+    u64 sk;
+    int oldstate;
+    int newstate;
+    u16 sport;
+    u16 dport;
+    u16 family;
+    u8 daddr[4];
+    u8 daddr6[16];
+};
+
+static __always_inline void on_state(struct sock_change *s) {
+    if (frozen())
+        return;
+    u64 skaddr = s->sk;
     u64 *known = conn_socks.lookup(&skaddr);
-    ONLY_FILTERED(TP_RETURN);
+    ONLY_FILTERED();
     if (known) {
         // A peer's FIN (ESTABLISHED -> CLOSE_WAIT) wakes the worker through
         // sk_state_change, with no sk_data_ready: it is that connection's wakeup.
-        note_ready(HERD_CAUSE_CONNECTION, sk_id(args->skaddr), *known, 0);
-        if (args->newstate == ST_CLOSE)
+        note_ready(HERD_CAUSE_CONNECTION, sk_id((const void *)skaddr), *known, 0);
+        if (s->newstate == ST_CLOSE)
             conn_socks.delete(&skaddr);
-        return TP_RETURN;
+        return;
     }
-    u16 port = args->sport;
-    if (args->newstate == ST_LISTEN) {
+    if (s->newstate != ST_LISTEN &&
+        (s->oldstate != ST_SYN_RECV || s->newstate != ST_ESTABLISHED))
+        return;
+#ifdef RAW_NET
+    if (s->raw)
+        bpf_probe_read_kernel(&s->sport, sizeof(s->sport), s->raw + SK_NUM_OFF);
+#endif
+    u16 port = s->sport;
+    if (s->newstate == ST_LISTEN) {
         // listen() by a traced thread runs in its context: learn its port.
         u32 tid = (u32)bpf_get_current_pid_tgid();
         if (find(tid)) {
             u8 one = 1;
             listen_ports.update(&port, &one);
         }
-        return TP_RETURN;
+        return;
     }
-    if (args->oldstate != ST_SYN_RECV || args->newstate != ST_ESTABLISHED)
-        return TP_RETURN;
     if (!listen_ports.lookup(&port))
-        return TP_RETURN;
+        return;
     int zero = 0;
     u64 *seq = conn_seq.lookup(&zero);
     if (!seq)
-        return TP_RETURN;
+        return;
     u64 conn_id = __sync_fetch_and_add(seq, 1) + 1;
     conn_socks.update(&skaddr, &conn_id);
     u64 now = bpf_ktime_get_ns();
@@ -661,24 +680,70 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
         c->conn_port = port;
         c->conn_used = 0;
     }
+#ifdef RAW_NET
+    if (s->raw) {
+        u16 dport_be = 0;
+        bpf_probe_read_kernel(&dport_be, sizeof(dport_be), s->raw + SK_DPORT_OFF);
+        s->dport = (dport_be >> 8) | ((dport_be & 0xff) << 8);
+        bpf_probe_read_kernel(&s->family, sizeof(s->family), s->raw + SK_FAMILY_OFF);
+        bpf_probe_read_kernel(&s->daddr, sizeof(s->daddr), s->raw + SK_DADDR_OFF);
+        if (s->family == FAM_INET6)
+            bpf_probe_read_kernel(&s->daddr6, sizeof(s->daddr6), s->raw + SK_V6_DADDR_OFF);
+    }
+#endif
     struct herd_event *e = new_event(HERD_KIND_CONN, now);
     if (!e)
-        return TP_RETURN;
+        return;
     e->conn_id = conn_id;
-    e->sk = sk_id(args->skaddr);
+    e->sk = sk_id((const void *)skaddr);
     e->lport = port;
-    e->rport = args->dport;
-    if (args->family == FAM_INET6) {
-        __builtin_memcpy(&e->raddr[0], args->daddr_v6, 16);
+    e->rport = s->dport;
+    if (s->family == FAM_INET6) {
+        __builtin_memcpy(&e->raddr[0], s->daddr6, 16);
         e->flags |= HERD_FLAG_IPV6;
     } else {
         e->raddr[10] = 0xff;
         e->raddr[11] = 0xff;
-        __builtin_memcpy(&e->raddr[12], args->daddr, 4);
+        __builtin_memcpy(&e->raddr[12], s->daddr, 4);
     }
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+#ifdef RAW_NET
+// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+RAW_TRACEPOINT_PROBE(inet_sock_set_state) {
+    ONLY_ATTACHED();
+    const u8 *sk = (const u8 *)ctx->args[0];
+    u16 protocol = 0;
+    bpf_probe_read_kernel(&protocol, sizeof(protocol), sk + SK_PROTOCOL_OFF);
+    if (protocol != PROTO_TCP)
+        return 0;
+    struct sock_change s = {};
+    s.raw = sk;
+    s.sk = (u64)sk;
+    s.oldstate = (int)ctx->args[1];
+    s.newstate = (int)ctx->args[2];
+    on_state(&s);
+    return 0;
+}
+#else
+TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    ONLY_ATTACHED();
+    if (args->protocol != PROTO_TCP)
+        return TP_RETURN;
+    struct sock_change s = {};
+    s.sk = (u64)args->skaddr;
+    s.oldstate = args->oldstate;
+    s.newstate = args->newstate;
+    s.sport = args->sport;
+    s.dport = args->dport;
+    s.family = args->family;
+    __builtin_memcpy(s.daddr, args->daddr, 4);
+    __builtin_memcpy(s.daddr6, args->daddr_v6, 16);
+    on_state(&s);
     return TP_RETURN;
 }
+#endif
 
 #ifdef WITH_CONN_STATE_RULE
 // A packet is being received on this CPU: it ends the listener's run of wakeups.

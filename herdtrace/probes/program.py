@@ -52,9 +52,25 @@ class ProbePlan:
     attribution: str  # how causes were decided: "sk_data_ready" or "conn_state"
 
 
+def largest_ringbuf_pages() -> int:
+    """The largest ring this machine can give: the kernel caps a BPF ring's data at
+    just under 4 GiB, and it is locked memory, so at most a quarter of memory here."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    cap = min((1 << 32) - 2 * page, os.sysconf("SC_PHYS_PAGES") * page // 4)
+    pages = 1
+    while pages * 2 * page <= cap:
+        pages *= 2
+    return pages
+
+
 def check_ringbuf_pages(pages: int) -> None:
     if pages < 1 or pages & (pages - 1):
-        raise HerdtraceError(f"ring buffer pages must be a power of two, got {pages}")
+        raise HerdtraceError(f"--buffer-pages must be a power of two, got {pages}")
+    largest = largest_ringbuf_pages()
+    if pages > largest:
+        raise HerdtraceError(f"--buffer-pages {pages} is more than this machine can give a ring "
+                             f"buffer; the largest is {largest} "
+                             f"({largest * os.sysconf('SC_PAGE_SIZE') >> 20} MiB)")
 
 
 def plan(options: ProbeOptions) -> ProbePlan:
@@ -86,6 +102,8 @@ def plan(options: ProbeOptions) -> ProbePlan:
     raw_sched, raw_net = raw_flags(options, cflags) if options.raw_tracepoints else (False, False)
     if raw_sched:
         methods["sched:sched_waking"] = methods["sched:sched_switch"] = "raw_tracepoint"
+    if raw_net:
+        methods["sock:inet_sock_set_state"] = "raw_tracepoint"
     if options.cause_basis not in CAUSE_BASES:
         raise HerdtraceError(f"cause basis must be one of {', '.join(CAUSE_BASES)}, got {options.cause_basis!r}")
     attribution = "conn_state"
@@ -105,7 +123,7 @@ def plan(options: ProbeOptions) -> ProbePlan:
 
 # Raw tracepoints used, and the arguments each must hand over (checked in the BTF).
 RAW_SCHED_ARGS = {"sched_waking": 1, "sched_switch": 4}  # prev_state: Linux 5.18+
-RAW_NET_ARGS = {"sk_data_ready": 1, "netif_receive_skb": 1}
+RAW_NET_ARGS = {"sk_data_ready": 1, "netif_receive_skb": 1, "inet_sock_set_state": 3}
 
 
 def raw_flags(options: ProbeOptions, cflags: list[str]) -> tuple[bool, bool]:
@@ -123,7 +141,13 @@ def raw_flags(options: ProbeOptions, cflags: list[str]) -> tuple[bool, bool]:
         cflags.extend(f"-D{name}={value}" for name, value in offsets.items())
     raw_net = all(kernel.raw_tracepoint_args(n) == k for n, k in RAW_NET_ARGS.items())
     if raw_net:
-        cflags.append("-DRAW_NET")
+        try:
+            sock = btf.sock_offsets(kernel)
+        except btf.BtfError:  # sk_protocol a bitfield (before 5.6), or renamed
+            raw_net = False
+        else:
+            cflags.append("-DRAW_NET")
+            cflags.extend(f"-D{name}={value}" for name, value in sock.items())
     return raw_sched, raw_net
 
 

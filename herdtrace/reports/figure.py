@@ -150,11 +150,17 @@ def report_figure(views: list[LabelView]) -> Figure:
         ax.set_title(title, fontsize="medium", fontweight="bold")
     for ax in flat[:2]:
         ax.tick_params(axis="x", rotation=20)
-    fig.suptitle("herdtrace: thundering-herd report", fontsize="x-large")
+    fig.suptitle("herdtrace: thundering-herd report", fontsize="x-large", y=0.995)
+    verdicts = "\n".join(f"{v.label}: {v.verdict.text}" for v in views)
+    fig.text(0.5, 0.955, verdicts, ha="center", va="top", fontsize="medium")
     fig.text(0.5, 0.01, footer(views), ha="center", fontsize="small", color="#444444")
-    fig.tight_layout(rect=(0, 0.03, 1, 0.96))
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95 - 0.018 * len(views)))
     return fig
 
 
-def save_png(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=DPI, format="png")
+FORMATS = (".png", ".svg", ".pdf")
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """PNG, SVG or PDF, by the file's extension."""
+    fig.savefig(path, dpi=DPI, format=path.suffix.lower().lstrip("."))

@@ -68,16 +68,37 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
 LOUD = ("lost events", "probe misses")
 
 
+def _vs(name: str) -> Callable[[dict[str, Any]], str]:
+    return lambda s: _num(s["vs_baseline"][name], "{:.2f}x")
+
+
+BASELINE_ROWS = tuple((f"{name.replace('_', ' ')} vs baseline", _vs(name))
+                      for name in ("herd_factor", "threads_woken_per_connection", "idle_fraction",
+                                   "eagain_per_accept", "wake_latency_p50_us", "accept_latency_p50_us"))
+
+
 def summary_table(summaries: list[dict[str, Any]], title: str = "herdtrace analyze") -> Table:
     table = Table(title=title, show_lines=False)
     table.add_column("metric", style="bold", no_wrap=True)
     for s in summaries:
         table.add_column(s["label"], justify="right")
-    for name, cell in ROWS:
+    rows = ROWS + (BASELINE_ROWS if summaries and "vs_baseline" in summaries[0] else ())
+    for name, cell in rows:
         cells = [cell(s) for s in summaries]
         style = "red" if name in LOUD and any(c != "0" for c in cells) else None
         table.add_row(name, *cells, style=style)
     return table
+
+
+def verdict_lines(summaries: list[dict[str, Any]]) -> list[str]:
+    """Each recording's verdict, and the fixes for a herd, under the table."""
+    lines = []
+    for s in summaries:
+        v = s["verdict"]
+        colour = {"herd": "red", "no-herd": "green"}.get(v["level"], "yellow")
+        lines.append(f"[bold]{s['label']}[/]: [{colour}]{v['text']}[/]")
+        lines += [f"  fix: {fix}" for fix in v["fixes"]]
+    return lines
 
 
 def console() -> Console:

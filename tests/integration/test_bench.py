@@ -25,23 +25,24 @@ def test_bench_four_modes(tmp_path: Path) -> None:
         assert row["agrees_with_truth"], row["disagreements"]
         assert row["recorded"]["lost_events"] == 0
         assert row["load_errors"] == 0
-    idle = {m: rows[("idle", m)]["recorded"] for m in MODES.split(",")}
+    herd = {m: rows[("one-at-a-time", m)]["recorded"] for m in MODES.split(",")}
     # At low load every worker waits: the herd wakes most of the four (3.4-4.0 measured
     # here; a bound with room for a slower machine, still far from wake-one's 1.0).
-    assert idle["epoll-shared"]["wakeups_per_accept"] > 2.5
-    assert idle["epoll-shared"]["accept_eagain"] > 0
+    assert herd["epoll-shared"]["herd_factor"] > 2.5
+    assert herd["epoll-shared"]["threads_woken_per_connection"] > 2.5
+    assert herd["epoll-shared"]["accept_eagain"] > 0
     for mode in ("epoll-exclusive", "reuseport", "accept-blocking"):
-        assert idle[mode]["wakeups_per_accept"] < 1.2, mode
+        assert herd[mode]["herd_factor"] < 1.2, mode
     for mode in ("reuseport", "accept-blocking"):
-        assert idle[mode]["accept_eagain"] == 0
-        assert rows[("idle", mode)]["truth_eagain"] == 0
-    assert rows[("idle", "epoll-shared")]["throughput_vs_baseline"] == 1.0
+        assert herd[mode]["accept_eagain"] == 0
+        assert rows[("one-at-a-time", mode)]["truth_eagain"] == 0
+    assert rows[("one-at-a-time", "epoll-shared")]["throughput_vs_baseline"] == 1.0
     for name in ("report.png", "report-saturate.png"):
         img = mpimg.imread(out / name)
         assert img.shape[0] > 500 and img.std() > 0.05
-    assert "herdtrace bench: idle load" in result.output and "agrees" in result.output
-    assert (out / "idle" / "epoll-shared.r1.parquet").exists()
-    assert (out / "idle" / "epoll-shared.r1.truth.json").exists()
+    assert "herdtrace bench: one-at-a-time load" in result.output and "agrees" in result.output
+    assert (out / "one-at-a-time" / "epoll-shared.r1.parquet").exists()
+    assert (out / "one-at-a-time" / "epoll-shared.r1.truth.json").exists()
 
 
 def test_bench_observer_effect_column(tmp_path: Path) -> None:

@@ -287,3 +287,25 @@ def test_schema_1_recording_still_analyses(tmp_path: Path) -> None:
     assert s["herd_factor_basis"] == "all-wakeups" and s["herd_factor"] == 2.0
     assert s["wakeup_causes"]["unknown"] == 4
     assert s["probe_misses"] is None
+
+
+def test_analyze_baseline_and_rounding(tmp_path: Path) -> None:
+    herd = two_connections().write(tmp_path / "herd.parquet")
+    calm = event_driven_server().write(tmp_path / "calm.parquet")
+    result = runner.invoke(app, ["analyze", str(calm), "--baseline", str(herd), "--json"])
+    assert result.exit_code == 0, result.output
+    (r,) = json.loads(result.output)["recordings"]
+    assert r["vs_baseline"]["herd_factor"] == 0.5  # 1.0 against the herd's 2.0
+    assert r["vs_baseline"]["threads_woken_per_connection"] == 0.5
+    assert r["wake_latency_us"]["p50"] == round(r["wake_latency_us"]["p50"], 4)
+    table = runner.invoke(app, ["analyze", str(calm), "--baseline", str(herd)]).output
+    assert "herd factor vs baseline" in table and "0.50x" in table
+
+
+def test_one_column_per_file_unless_by_label(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        two_connections().write(tmp_path / f"{name}.parquet", label="epoll-shared")
+    per_file = json.loads(runner.invoke(app, ["analyze", str(tmp_path), "--json"]).output)
+    assert "labels" not in per_file and len(per_file["recordings"]) == 2
+    combined = json.loads(runner.invoke(app, ["analyze", str(tmp_path), "--json", "--by-label"]).output)
+    assert [s["accepted"] for s in combined["labels"]] == [4]

@@ -26,7 +26,7 @@ def test_default_profiles_and_observer_pairs(tmp_path: Path) -> None:
     runs = schedule(opts)
     assert [r.profile.name for r in runs] == [p.name for p in DEFAULT_PROFILES for _ in (0, 1)]
     assert [r.spec.traced for r in runs] == [True, False] * len(DEFAULT_PROFILES)
-    assert runs[1].stem == "idle/epoll-shared.r1.untraced"
+    assert runs[1].stem == "one-at-a-time/epoll-shared.r1.untraced"
 
 
 @pytest.mark.parametrize("kwargs, message", [

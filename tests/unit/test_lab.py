@@ -113,15 +113,15 @@ def test_port_in_use(mode: str) -> None:
 
 def test_load_refuses_non_loopback_and_bad_combinations() -> None:
     assert "loopback" in one_line_error(["lab", "load", "--host", "10.0.0.1", "-c", "1", "-k", "1"])
-    assert "exactly one of --rate" in one_line_error(["lab", "load", "-k", "1"])
-    assert "exactly one of --connections" in one_line_error(["lab", "load", "-c", "1"])
+    assert "exactly one of --rate" in one_line_error(["lab", "load", "--rate", "10", "-c", "1"])
+    assert "exactly one of --connections" in one_line_error(["lab", "load", "-k", "1", "-d", "1"])
 
 
 def test_load_with_nothing_listening_is_an_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        line = one_line_error(["lab", "load", "-p", str(port), "-c", "1", "-k", "3"])
+        line = one_line_error(["lab", "load", "-P", str(port), "-c", "1", "-k", "3"])
     assert "no request succeeded (ECONNREFUSED x3)" in line
 
 

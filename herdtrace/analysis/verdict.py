@@ -1,0 +1,104 @@
+"""One sentence per recording: is there a herd, what does it cost, and the fix that
+fits what was observed (the wait the workers use, one listener or several, the server).
+
+The rules are the table below; tests cover a recording of each shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pandas as pd
+
+from herdtrace.analysis import metrics
+from herdtrace.analysis.load import Recording
+
+HERD_ABOVE = 1.2  # threads woken per connection (or herd factor) that make a herd
+
+REUSEPORT = ("give each worker its own listening socket with SO_REUSEPORT (Linux 3.9+): the "
+             "kernel then hands each connection to one of them")
+EXCLUSIVE = ("add the listening socket to each worker's epoll with EPOLLEXCLUSIVE (Linux 4.5+): "
+             "one waiter wakes per connection")
+# Fixes by the wait the herd's workers were woken in.
+WAIT_FIXES: dict[str, tuple[str, ...]] = {
+    "epoll": (EXCLUSIVE, REUSEPORT),
+    "select/poll": ("select() and poll() wake every waiter on the socket: wait in epoll with "
+                    "EPOLLEXCLUSIVE instead", REUSEPORT),
+    "accept": ("blocking accept() wakes one waiter per connection on Linux; several woke here, "
+               "so look for other waits on the same socket (a poll before accept)",),
+    "kevent": ("FreeBSD 12+: give each worker its own listening socket with SO_REUSEPORT_LB",),
+}
+# Fixes a server offers by its own configuration (only where documented).
+SERVER_FIXES: dict[str, tuple[str, ...]] = {
+    "nginx": ("nginx: add `reuseport` to the `listen` directive (a listening socket per worker)",
+              "nginx: `accept_mutex off;` (the default since 1.11.3) lets nginx use EPOLLEXCLUSIVE "
+              "on Linux 4.5+"),
+}
+WAIT_KINDS = {"epoll_wait": "epoll", "epoll_pwait": "epoll", "epoll_pwait2": "epoll",
+              "select": "select/poll", "pselect6": "select/poll", "poll": "select/poll",
+              "ppoll": "select/poll", "accept": "accept", "accept4": "accept", "kevent": "kevent"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    level: str  # "herd", "no-herd" or "unknown"
+    text: str
+    fixes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fixes"] = list(self.fixes)
+        return d
+
+
+def waits_of_herd(rec: Recording) -> list[str]:
+    """The kinds of wait the listener's wakeups found the workers in, most used first."""
+    calls = metrics.herd_wakeups(rec)["wait_call"].astype(str).map(WAIT_KINDS).dropna()
+    return list(calls.value_counts().index)
+
+
+def server_name(rec: Recording) -> str | None:
+    """The command name most of the workers run under (nginx, gunicorn, ...)."""
+    workers = metrics.waiting_threads(rec)
+    comms = rec.threads.loc[rec.threads["tid"].isin(workers), "comm"]
+    return str(comms.mode().iloc[0]) if len(comms) else None
+
+
+def judge(rec: Recording, summary: dict[str, Any] | None = None) -> Verdict:
+    s = summary or metrics.summarize(rec)
+    if not s["accepted"]:
+        return Verdict("unknown", "no connection was accepted while recording: nothing to judge")
+    woken = s["threads_woken_per_connection"]
+    factor = s["herd_factor"]
+    measure = woken if woken is not None else factor
+    basis = "" if s["herd_factor_basis"] == "listener" else (
+        " (this recording cannot tell listener wakeups from others: every wakeup counted)")
+    if measure is None or measure <= HERD_ABOVE:
+        what = (f"{woken:.2f} threads woken per connection" if woken is not None
+                else f"herd factor {factor:.2f}")
+        return Verdict("no-herd", f"no herd: {what}, wake-one{basis}")
+    idle = s["idle_fraction"] or 0.0
+    eagain = s["eagain_per_accept"] or 0.0
+    text = (f"herd: {measure:.1f} threads woken per connection, {idle:.0%} of them for nothing, "
+            f"{eagain:.1f} EAGAIN per accept{basis}")
+    fixes: list[str] = []
+    server = server_name(rec)
+    if server in SERVER_FIXES:
+        fixes += SERVER_FIXES[server]
+    for kind in waits_of_herd(rec)[:1]:
+        fixes += WAIT_FIXES[kind]
+    return Verdict("herd", text, tuple(dict.fromkeys(fixes)))
+
+
+def judged_summary(rec: Recording) -> dict[str, Any]:
+    """metrics.summarize with the verdict: one recording of `analyze --json`."""
+    s = metrics.summarize(rec)
+    s["verdict"] = judge(rec, s).to_json()
+    return s
+
+
+def verdicts(recs: list[Recording]) -> pd.DataFrame:
+    """One row per recording: label, level, text, fixes."""
+    rows = [{"label": r.label, **judge(r).to_json()} for r in recs]
+    return pd.DataFrame(rows, columns=["label", "level", "text", "fixes"])

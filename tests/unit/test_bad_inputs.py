@@ -1,0 +1,75 @@
+"""Every command, with bad input, as a user runs it (a real process): one line that
+starts `herdtrace: error:`, a non-zero exit, never a traceback. (As a non-root user:
+tests/integration/test_doctor.py.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_analysis import two_connections
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return two_connections().write(tmp_path_factory.mktemp("rec") / "two.parquet")
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "herdtrace", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("herdtrace: error: ")
+    return lines[0]
+
+
+BAD = {  # name: (arguments with {rec} and {tmp}, words the one line must hold)
+    "report into a missing folder": (["report", "{rec}", "-o", "/nonexistent/dir/r.png"], "no such directory"),
+    "report onto a folder": (["report", "{rec}", "-o", "{tmp}", "--force"], "is a directory"),
+    "report in an unknown format": (["report", "{rec}", "-o", "{tmp}/r.txt"], ".png, .svg, .pdf"),
+    "report of a junk file": (["report", "{tmp}/junk.parquet", "-o", "{tmp}/r.png"], "not a recording"),
+    "analyze of a missing file": (["analyze", "{tmp}/none.parquet"], "no such file"),
+    "record into /proc": (["record", "-p", "1", "-o", "/proc/a.parquet"], "cannot write"),
+    "record a huge ring": (["record", "-p", "1", "--buffer-pages", "1073741824", "-o", "{tmp}/a.parquet"],
+                           "the largest is"),
+    "record for nan seconds": (["record", "-p", "1", "-d", "nan", "-o", "{tmp}/a.parquet"], "--duration"),
+    "record for no time": (["record", "-p", "1", "-d", "0", "-o", "{tmp}/a.parquet"], "--duration"),
+    "record nothing": (["record", "-o", "{tmp}/a.parquet"], "nothing to record"),
+    "record a pid and a command": (["record", "-p", "1", "-o", "{tmp}/a.parquet", "--", "true"], "not both"),
+    "record into a picture": (["record", "-p", "1", "-o", "{tmp}/a.png"], ".parquet"),
+    "record no such pid": (["record", "-p", "999999999", "-o", "{tmp}/a.parquet"], "no such process"),
+    "serve on port 70000": (["lab", "serve", "-P", "70000"], "0-65535"),
+    "load port 70000": (["lab", "load", "-P", "70000", "-c", "1", "-k", "1"], "0-65535"),
+    "load for nan seconds": (["lab", "load", "-c", "1", "-d", "nan"], "--duration"),
+    "bench an unknown mode": (["bench", "--modes", "epoll-herd", "-o", "{tmp}/b"], "epoll-herd"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_is_one_line(name: str, rec: Path, tmp_path: Path) -> None:
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    args, words = BAD[name]
+    line = one_line_error(run([a.format(rec=rec, tmp=tmp_path) for a in args]))
+    assert words in line
+
+
+def test_help_and_version() -> None:
+    for flag in ("-h", "--help"):
+        out = run([flag])
+        assert out.returncode == 0 and "record" in out.stdout
+    for cmd in ("record", "analyze", "report", "bench", "doctor", "lab"):
+        assert run([cmd, "-h"]).returncode == 0
+    version = run(["--version"])
+    assert version.returncode == 0 and version.stdout.startswith("herdtrace ")
+    record_help = run(["record", "-h"]).stdout
+    assert "-- COMMAND [ARGS]" in record_help
+    assert "<list" not in record_help and "<bool>" not in record_help
