@@ -79,6 +79,7 @@ class Flag(enum.IntFlag):
     PEER = 4  # raddr/rport hold the peer address accept wrote to user memory
     IPV6 = 8  # the socket was AF_INET6 (raddr may still be IPv4-mapped)
     CONN_STATE_LISTENER = 16  # the fallback rule (CauseBasis.CONN_STATE) calls it a listener wakeup
+    EPOLL_REWAKE = 32  # woken by a worker leaving an epoll_wait that the listener woke (shared epoll)
 
 
 # Diagnostic counters the kernel keeps per CPU (HERD_CNT_* in the header), in order.

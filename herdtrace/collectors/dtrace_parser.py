@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from herdtrace.errors import HerdtraceError
-from herdtrace.schema import EVENT_DTYPE, Cause, CauseBasis, Flag, Kind, Outcome, WaitCall, outcome_of
+from herdtrace.schema import EAGAIN, EVENT_DTYPE, Cause, CauseBasis, Flag, Kind, Outcome, WaitCall, outcome_of
 
 FORMAT_VERSION = 1
 BSD_EAGAIN = 35  # EAGAIN/EWOULDBLOCK on FreeBSD and macOS (illumos uses 11, as Linux)
-LINUX_EAGAIN = 11
 CALLS = {"kevent": WaitCall.KEVENT, "accept": WaitCall.ACCEPT, "accept4": WaitCall.ACCEPT4,
          "poll": WaitCall.POLL, "select": WaitCall.SELECT}
 ACCEPTS = (WaitCall.ACCEPT, WaitCall.ACCEPT4)
@@ -160,7 +159,7 @@ class DtraceParser:
 
     def _accept(self, t: _Thread, ts: int, tid: int, ret: int, err: int, peer: list[str]) -> None:
         # Results as on Linux: the new fd, or -errno with EAGAIN in Linux numbering.
-        value = ret if ret >= 0 else -(LINUX_EAGAIN if err == BSD_EAGAIN else err)
+        value = ret if ret >= 0 else -(EAGAIN if err == BSD_EAGAIN else err)
         row: dict[str, Any] = dict(kind=Kind.ACCEPT, ts=ts, tid=tid, tgid=t.pid, fd=t.fd,
                                    ret=value, enter_ts=t.enter_ts, wait_call=t.call)
         if value >= 0 and peer[0] != "-":
@@ -170,7 +169,7 @@ class DtraceParser:
         if t.wakeup is not None:
             if value >= 0:
                 t.wakeup["accepts"] += 1
-            elif value == -LINUX_EAGAIN:
+            elif value == -EAGAIN:
                 t.wakeup["eagains"] += 1
 
     def _on_W(self, p: list[str]) -> None:

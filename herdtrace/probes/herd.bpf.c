@@ -405,6 +405,27 @@ WAIT_SYSCALL(pselect6, HERD_CALL_PSELECT6, args->n, 0)
 
 // The cause of a waking, from what the network stack did just before on this CPU,
 // in the waker's own context (same task, within the window).
+// A worker returning from epoll_wait with a level-triggered listener still ready
+// wakes the next waiter of that epoll instance itself (ep_send_events re-queues the
+// item, and wakes the queue): one epoll shared by several workers spreads the herd
+// this way, with no sk_data_ready. The waker is then a traced thread inside an
+// epoll wait whose own wakeup was the listener's: the woken one's is too.
+static __always_inline int epoll_rewake(struct waking *k, u64 id) {
+    struct traced_thread *w = find((u32)id);
+    if (!w || !w->pending || w->wakeup.cause != HERD_CAUSE_LISTENER)
+        return 0;
+    u8 call = w->wait_call;
+    if (call != HERD_CALL_EPOLL_WAIT && call != HERD_CALL_EPOLL_PWAIT &&
+        call != HERD_CALL_EPOLL_PWAIT2)
+        return 0;
+    k->cause = HERD_CAUSE_LISTENER;
+    k->sk = w->wakeup.sk;
+    k->conn_id = w->wakeup.conn_id;
+    k->lport = w->wakeup.lport;
+    k->flags |= HERD_FLAG_EPOLL_REWAKE | (w->wakeup.flags & HERD_FLAG_CONN_STATE_LISTENER);
+    return 1;
+}
+
 static __always_inline void classify(struct waking *k, u64 now, u64 id) {
     int zero = 0;
     struct net_cause *c = cause.lookup(&zero);
@@ -427,7 +448,7 @@ static __always_inline void classify(struct waking *k, u64 now, u64 id) {
         k->sk = c->ready_sk;
         k->conn_id = c->ready_conn;
         k->lport = c->ready_port;
-    } else {
+    } else if (!epoll_rewake(k, id)) {
         k->cause = HERD_CAUSE_OTHER;  // no socket became readable (analysis finds timeouts)
     }
 #else
@@ -440,7 +461,7 @@ static __always_inline void classify(struct waking *k, u64 now, u64 id) {
         k->cause = c->ready_cause;  // a state change (a peer's FIN) of an accepted socket
         k->sk = c->ready_sk;
         k->conn_id = c->ready_conn;
-    } else {
+    } else if (!epoll_rewake(k, id)) {
         k->cause = HERD_CAUSE_UNKNOWN;
     }
 #endif

@@ -101,7 +101,11 @@ class _Run:
 
     def launch(self, due: float) -> None:
         self.started += 1
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors: the server fell behind the rate
+            self.errors[errno.errorcode.get(exc.errno or 0, "socket")] += 1
+            return
         sock.setblocking(False)
         err = sock.connect_ex((self.opts.host, self.opts.port))
         if err not in (0, errno.EINPROGRESS):

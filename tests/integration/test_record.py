@@ -95,3 +95,18 @@ def test_lost_events_are_counted_and_shown(tmp_path: Path) -> None:
     assert summary["accepted"] < accepts  # what was lost is missing, not made up
     result = CliRunner().invoke(app, ["analyze", str(out)])
     assert "lost events" in result.output and str(lost) in result.output
+
+
+def test_one_shared_epoll_spreads_the_herd_by_rewaking(tmp_path: Path) -> None:
+    """One epoll instance shared by every worker: the listener wakes one waiter, which,
+    leaving epoll_wait with the level-triggered listener still ready, wakes the next.
+    Those wakeups have no sk_data_ready of their own and are the listener's all the same."""
+    spec = RunSpec(mode="epoll-one-fd", workers=4, concurrency=1, connections=CONNECTIONS)
+    run = run_once(spec, tmp_path / "one-fd.parquet")
+    assert run.recording is not None
+    summary = check_against_truth(run.recording, run.truth.accepts, run.truth.eagain, "epoll-one-fd")
+    assert summary["herd_factor"] > 1.5 and summary["threads_woken_per_connection"] > 1.5
+    w = load.load_recording(run.recording).wakeups
+    rewoken = w[(w["cause"] == "listener") & w["epoll_rewake"]]
+    assert len(rewoken) > CONNECTIONS / 2
+    assert (rewoken["waker_tgid"] != 0).all() and rewoken["conn_id"].notna().all()
