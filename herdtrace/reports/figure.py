@@ -127,11 +127,15 @@ def footer(views: list[LabelView]) -> str:
     metas = [v.meta for v in views]
     kernels = sorted({str(m.get("kernel_release", "?")) for m in metas})
     hosts = sorted({str(m.get("hostname", "?")) for m in metas})
-    workers = ", ".join(f"{v.label}: {v.summary['workers']}" for v in views)
-    lost = ", ".join(f"{v.label}: {v.summary['lost_events']}" for v in views)
-    misses = ", ".join(f"{v.label}: {v.summary['probe_misses']}" for v in views)
-    return (f"kernel {', '.join(kernels)} | host {', '.join(hosts)} | workers {workers} | "
-            f"lost events {lost} | probe misses {misses} | herdtrace")
+
+    def each(key: str) -> str:
+        values = [v.summary[key] for v in views]
+        if len(set(values)) == 1:
+            return f"{values[0]}" + (" each" if len(views) > 1 else "")
+        return ", ".join(f"{v.label}: {x}" for v, x in zip(views, values, strict=True))
+
+    return (f"kernel {', '.join(kernels)} | host {', '.join(hosts)} | workers {each('workers')} | "
+            f"lost events {each('lost_events')} | probe misses {each('probe_misses')} | herdtrace")
 
 
 def report_figure(views: list[LabelView]) -> Figure:

@@ -88,7 +88,7 @@ def test_herd_factor_on_real_servers(tmp_path: Path, name: str) -> None:
     assert close(mine["wakeups"] + folded, counts.wakings, 0.02), (mine, folded, counts)
     assert summary["accepted"] == REQUESTS
     assert summary["lost_events"] == 0
-    assert summary["probe_misses"] is not None
+    assert summary["probe_misses"] == 0  # raw tracepoints: none even beside bpftrace
     # The headline counts the herd: listener wakeups per accepted connection.
     assert summary["herd_factor_basis"] == "listener"
     assert low <= summary["herd_factor"] <= high, summary
