@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HT := $(VENV)/bin/herdtrace
 DEMO_DIR ?= herdtrace-demo
 
-.PHONY: setup demo test unit lint bench-perf schema clean
+.PHONY: setup demo test unit lint bench-perf schema notebook clean
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,14 @@ bench-perf: setup
 
 schema:
 	$(PY) -m herdtrace.schema
+
+# Execute the notebook on its bundled recordings and keep the outputs, so that it
+# reads on a web page without running.
+notebook: setup
+	$(PY) -c "import nbformat; from nbclient import NotebookClient; \
+	p = 'notebooks/herd_analysis.ipynb'; nb = nbformat.read(p, as_version=4); \
+	NotebookClient(nb, timeout=300, kernel_name='python3', \
+	resources={'metadata': {'path': 'notebooks'}}).execute(); nbformat.write(nb, p)"
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -249,6 +249,25 @@ def load_recording(path: Path | str, label: str | None = None) -> Recording:
     )
 
 
+TIME_COLUMNS = ("ts", "enter_ts", "oncpu_ts", "ret_ts", "conn_ts", "start_ts", "exit_ts")
+
+
+def readable(frame: pd.DataFrame, rec: Recording) -> pd.DataFrame:
+    """The frame with its clock columns (ns of CLOCK_MONOTONIC) as µs from the start
+    of the recording (absent times, 0, become NaN), and its *_ns durations in µs."""
+    start = rec.meta.get("start_monotonic_ns") or 0
+    out = frame.copy()
+    for col in TIME_COLUMNS:
+        if col in out.columns:
+            values = out[col].to_numpy(np.float64, na_value=np.nan)
+            out[col.removesuffix("_ts").removesuffix("ts") + "_us" if col != "ts" else "t_us"] = (
+                np.where(values > 0, (values - start) / 1e3, np.nan))
+            out = out.drop(columns=col)
+    for col in [c for c in out.columns if c.endswith("_ns")]:
+        out[col.removesuffix("_ns") + "_us"] = out.pop(col).astype(np.float64) / 1e3
+    return out
+
+
 def expand_paths(paths: list[Path]) -> list[Path]:
     """Files as given; folders become their *.parquet files, sorted."""
     out: list[Path] = []

@@ -307,17 +307,17 @@ def combine(recs: list[Recording]) -> Recording:
                      connections=cat("connections"), threads=cat("threads"))
 
 
-def by_label(recs: list[Recording]) -> list[Recording]:
+def combine_by_label(recs: list[Recording]) -> list[Recording]:
     labels = list(dict.fromkeys(r.label for r in recs))
     return [combine([r for r in recs if r.label == lbl]) for lbl in labels]
 
 
-def grouped(recs: list[Recording], by_label_: bool | None = False) -> tuple[list[Recording], bool]:
+def grouped(recs: list[Recording], by_label: bool | None = False) -> tuple[list[Recording], bool]:
     """Recordings to show: one per file, or combined per label when asked (None: when
     labels repeat)."""
     labels = [r.label for r in recs]
-    group = by_label_ if by_label_ is not None else len(set(labels)) < len(labels)
-    return (by_label(recs) if group else recs), group
+    group = by_label if by_label is not None else len(set(labels)) < len(labels)
+    return (combine_by_label(recs) if group else recs), group
 
 
 # Figures compared with a baseline recording (analyze --baseline), and where they are.

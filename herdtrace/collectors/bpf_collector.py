@@ -67,6 +67,8 @@ class Recorder:
         self.traced_at_start: list[targets.ThreadInfo] = []
         self.listen_ports: set[int] = set()
         self.cmdlines = {str(p): cmdline(p) for p in opts.pids}
+        self.warned_daemon = False
+        self.say: Callable[[str], None] = lambda _: None
         self.last_drain = 0.0
 
     # ---- set-up -------------------------------------------------------------
@@ -141,9 +143,22 @@ class Recorder:
         self.sink.write(ev)
 
     def _target_gone(self) -> bool:
-        if self.command is not None:
-            return self.command.poll() is not None
-        return not any(targets.is_alive(p) for p in self.opts.pids)
+        if self.command is None:
+            return not any(targets.is_alive(p) for p in self.opts.pids)
+        if self.command.poll() is None:
+            return False
+        # The command is gone; processes it started may live on (a server that
+        # daemonized): they are still traced, so follow them until they exit.
+        left = sorted({leaf.tgid for _, leaf in self.bpf[b"traced"].items()
+                       if leaf.tgid and targets.is_alive(leaf.tgid)})
+        if left and not self.warned_daemon:
+            self.warned_daemon = True
+            self.say(f"herdtrace: warning: {self.opts.command[0]} exited but left "
+                     f"{len(left)} process{'es' if len(left) != 1 else ''} running "
+                     f"(pid {', '.join(map(str, left[:5]))}): it went to the background. "
+                     "Following them until they exit; Ctrl-C to stop. Keep a server in the "
+                     "foreground to tie the recording to it (nginx: -g 'daemon off;').")
+        return not left
 
     def _pending_wakeups(self) -> np.ndarray:
         """Wakeups still open in the kernel when recording stops, and wakings armed
@@ -170,6 +185,10 @@ class Recorder:
                 rows.append(row)
         return np.concatenate(rows) if rows else np.zeros(0, dtype=EVENT_DTYPE)
 
+    def _kernel_ports(self) -> set[int]:
+        """Ports a traced thread put into LISTEN while recording (the kernel learnt them)."""
+        return {int(k.value) for k, _ in self.bpf[b"listen_ports"].items()}
+
     def _counters(self) -> dict[str, list[int]]:
         table = self.bpf[b"counters"]
         return {name: [int(v) for v in table[table.Key(i)]] for i, (name, _) in enumerate(COUNTERS)}
@@ -191,6 +210,8 @@ class Recorder:
         self, stop: threading.Event, on_ready: Callable[[str], None] | None = None
     ) -> RecordSummary:
         opts = self.opts
+        if on_ready:
+            self.say = on_ready
         opts.validate()
         program.require_privilege()
         self.plan = program.plan(opts.probe)
@@ -214,6 +235,10 @@ class Recorder:
             self._trace(self.traced_at_start, start_ns)
         else:
             self._attach_pids(start_ns)
+            if not self.listen_ports:
+                self.say(f"herdtrace: warning: pid {', '.join(map(str, opts.pids))} has no TCP "
+                         "listening socket: there will be wakeups but no listener wakeups or "
+                         "connections (is it the server's main process?)")
         ring = self.bpf[b"events"]
         self.reader = RingReader(ring.map_fd, opts.probe.ringbuf_pages * mmap.PAGESIZE, EVENT_DTYPE)
         self.sink = Sink(opts.output)
@@ -297,7 +322,9 @@ class Recorder:
                 "command": list(opts.command),
                 "cmdlines": self.cmdlines,
                 "threads_at_start": len(self.traced_at_start),
-                "listen_ports": sorted(self.listen_ports),
+                "listen_ports": sorted(self.listen_ports | self._kernel_ports()),
+                # Every process followed: the targets, and what they forked or spawned.
+                "followed_pids": sorted(self.sink.tally.processes) if self.sink else [],
             },
             "probes": self.plan.methods if self.plan else {},
             "attribution": self.plan.attribution if self.plan else None,

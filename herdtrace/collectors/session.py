@@ -83,9 +83,11 @@ class Tally:
         self.by_kind = np.zeros(8, dtype=np.int64)
         self.accepts = 0
         self.eagain = 0
+        self.processes: set[int] = set()  # every process a traced thread belonged to
 
     def add(self, ev: np.ndarray) -> None:
         self.by_kind += np.bincount(ev["kind"], minlength=8)[:8]
+        self.processes.update(int(p) for p in np.unique(ev["tgid"][ev["kind"] == Kind.THREAD]))
         acc = ev["kind"] == Kind.ACCEPT
         self.accepts += int(np.count_nonzero(acc & (ev["ret"] >= 0)))
         self.eagain += int(np.count_nonzero(acc & (ev["ret"] == -EAGAIN)))

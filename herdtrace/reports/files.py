@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from herdtrace.errors import HerdtraceError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from herdtrace.analysis.load import Recording
+
+
+def report_for(recs: list[Recording], by_label: bool = False) -> Figure:
+    """The report figure of loaded recordings (one column per recording, or per label)."""
+    from herdtrace.analysis import metrics, views
+    from herdtrace.reports.figure import report_figure
+
+    shown, _ = metrics.grouped(recs, by_label)
+    return report_figure([views.label_view(r) for r in shown])
 
 
 def write_report(files: list[Path], output: Path, force: bool, by_label: bool = False) -> Path:
     """Load, analyse, draw, save (PNG, SVG or PDF by the output's extension)."""
-    from herdtrace.analysis import load, metrics, views
-    from herdtrace.reports.figure import FORMATS, report_figure, save_figure
+    from herdtrace.analysis import load
+    from herdtrace.reports.figure import FORMATS, save_figure
     from herdtrace.validate import check_output
 
     check_output(output, force)
     if output.suffix.lower() not in FORMATS:
         raise HerdtraceError(f"{output}: a report is written as {', '.join(FORMATS)}")
-    shown, _ = metrics.grouped(load.load_recordings(files), by_label)
-    save_figure(report_figure([views.label_view(r) for r in shown]), output)
+    save_figure(report_for(load.load_recordings(files), by_label), output)
     return output

@@ -3,9 +3,11 @@ from the terms alone, sharing no code with herdtrace's probes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import time
@@ -37,6 +39,7 @@ class Counts:
     accepts: int
     eagain: int
     wakings: int
+    wakings_missed: int  # sched_waking events the kernel skipped bpftrace's program for
     start_ns: int  # CLOCK_MONOTONIC when it was attached
     end_ns: int  # when it was asked to stop
 
@@ -64,8 +67,20 @@ class BpftraceCounter:
 
     def stop(self) -> Counts:
         end_ns = time.monotonic_ns()
+        missed = waking_misses()
         os.kill(self.proc.pid, signal.SIGINT)
         out, _ = self.proc.communicate(timeout=60)
         found = {m[0]: int(m[1]) for m in re.findall(r"^@(\w+): (\d+)$", out, re.M)}
         return Counts(found.get("accepts", 0), found.get("eagain", 0), found.get("wakings", 0),
-                      self.start_ns, end_ns)
+                      missed, self.start_ns, end_ns)
+
+
+def waking_misses() -> int:
+    """recursion_misses of bpftrace's sched_waking program (a classic tracepoint: the
+    kernel skips it whenever another such program is running on that CPU)."""
+    if shutil.which("bpftool") is None:
+        return 0
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, text=True)
+    progs = json.loads(out.stdout or "[]")
+    return sum(int(p.get("recursion_misses", 0)) for p in progs
+               if p.get("type") == "tracepoint" and p.get("name") == "sched_waking")

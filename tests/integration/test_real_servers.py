@@ -84,8 +84,12 @@ def test_herd_factor_on_real_servers(tmp_path: Path, name: str) -> None:
     assert close(mine["eagain"], counts.eagain, 0.005), (mine, counts)
     # bpftrace counts every waking of a thread in a wait; herdtrace folds the ones that
     # end a lock's sleep, or repeat an unreturned wakeup, into the wakeup they belong to.
+    # bpftrace's classic sched_waking program is skipped while another BPF program runs
+    # on that CPU (herdtrace's syscall probes, when an interrupt wakes a thread): what
+    # the kernel says it skipped is added back.
     folded = rec.meta["wakings_merged"] + rec.meta["wakings_uninterruptible"]
-    assert close(mine["wakeups"] + folded, counts.wakings, 0.02), (mine, folded, counts)
+    independent = counts.wakings + counts.wakings_missed
+    assert close(mine["wakeups"] + folded, independent, 0.02), (mine, folded, counts)
     assert summary["accepted"] == REQUESTS
     assert summary["lost_events"] == 0
     assert summary["probe_misses"] == 0  # raw tracepoints: none even beside bpftrace

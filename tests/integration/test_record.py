@@ -110,3 +110,34 @@ def test_one_shared_epoll_spreads_the_herd_by_rewaking(tmp_path: Path) -> None:
     rewoken = w[(w["cause"] == "listener") & w["epoll_rewake"]]
     assert len(rewoken) > CONNECTIONS / 2
     assert (rewoken["waker_tgid"] != 0).all() and rewoken["conn_id"].notna().all()
+
+
+def test_command_that_goes_to_the_background_is_followed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "daemon.parquet"
+    proc = subprocess.run([sys.executable, "-m", "herdtrace", "record", "-o", str(out), "--",
+                           "sh", "-c", "sleep 2 & exit 0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "went to the background" in proc.stderr and "daemon off" in proc.stderr
+    rec = load.load_recording(out)
+    assert rec.meta["stop_reason"] == "target exited"
+    assert (rec.duration_s or 0) > 1.5  # followed the sleep, not just the shell
+    assert len(rec.meta["target"]["followed_pids"]) >= 2
+
+
+def test_pid_without_a_listener_is_warned_about(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    idle = subprocess.Popen(["sleep", "30"])
+    try:
+        proc = subprocess.run([sys.executable, "-m", "herdtrace", "record", "-p", str(idle.pid),
+                               "-d", "0.5", "-o", str(tmp_path / "idle.parquet")],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        idle.kill()
+    assert proc.returncode == 0, proc.stderr
+    assert "has no TCP listening socket" in proc.stderr
+    assert "1 thread of pid" in proc.stderr and "for 0.5 s" in proc.stderr

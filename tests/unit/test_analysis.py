@@ -115,7 +115,7 @@ def test_labels_combine_recordings(tmp_path: Path) -> None:
     b = two_connections().write(tmp_path / "b.parquet", label="epoll-shared")
     recs = load.load_recordings([tmp_path])
     assert [r.label for r in recs] == ["epoll-shared", "epoll-shared"]
-    (combined,) = metrics.by_label(recs)
+    (combined,) = metrics.combine_by_label(recs)
     s = metrics.summarize(combined)
     assert s["wakeups"] == 8 and s["accepted"] == 4 and s["connections"] == 4
     assert len(metrics.per_connection(combined)) == 4  # ids kept apart across files
@@ -211,7 +211,7 @@ def test_fairness_of_a_label_is_per_run(tmp_path: Path) -> None:
          .wakeup(2100, 21, A, oncpu=2200, conn_id=2, accepts=1, tgid=21)
          .accept(1200, 21, 5, rport=40001, tgid=21).accept(2250, 21, 6, rport=40002, tgid=21))
     b.write(tmp_path / "b.parquet", label="m")
-    (combined,) = metrics.by_label(load.load_recordings([a, tmp_path / "b.parquet"]))
+    (combined,) = metrics.combine_by_label(load.load_recordings([a, tmp_path / "b.parquet"]))
     s = metrics.summarize(combined)
     assert s["workers"] == 2
     assert s["fairness_jain"] == pytest.approx((1.0 + 0.5) / 2)  # run b: (2+0)^2 / (2*4)
