@@ -66,8 +66,8 @@ def check_headers() -> Check:
     if h.matches:
         return Check("kernel headers", OK, f"{h.path} matches {h.running}")
     return Check("kernel headers", WARN,
-                 f"{h.path} is {h.release}, kernel is {h.running}: safe here, the probes read "
-                 "only tracepoint arguments and helper results, never kernel structs",
+                 f"{h.path} is {h.release}, kernel is {h.running}: safe here, no struct layout is "
+                 "taken from them (the probes read kernel fields at offsets from the kernel's BTF)",
                  required=False)
 
 

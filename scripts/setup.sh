@@ -40,8 +40,8 @@ if [ ! -e "$mods/build/include" ]; then
   ln -sfn "$hdr" "$mods/build"
   [ -d "$common" ] && ln -sfn "$common" "$mods/source"
   say "warning: kernel $rel has no headers; linked $(basename "$hdr") as $mods/build."
-  say "  This is safe for herdtrace: its probes read only tracepoint arguments and helper"
-  say "  results, never kernel structs, so no struct layout from these headers is used."
+  say "  This is safe for herdtrace: no struct layout is taken from these headers (its probes"
+  say "  read tracepoint arguments, helper results, and fields at offsets from the kernel's BTF)."
 fi
 
 # 3. tracefs (tracepoint ids and formats) and debugfs.
