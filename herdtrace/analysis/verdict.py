@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import pandas as pd
-
 from herdtrace.analysis import metrics
 from herdtrace.analysis.load import Recording
 
@@ -96,9 +94,3 @@ def judged_summary(rec: Recording) -> dict[str, Any]:
     s = metrics.summarize(rec)
     s["verdict"] = judge(rec, s).to_json()
     return s
-
-
-def verdicts(recs: list[Recording]) -> pd.DataFrame:
-    """One row per recording: label, level, text, fixes."""
-    rows = [{"label": r.label, **judge(r).to_json()} for r in recs]
-    return pd.DataFrame(rows, columns=["label", "level", "text", "fixes"])

@@ -56,7 +56,6 @@ def record_command(
 
     out = output or default_output()
     check_suffix(out, (".parquet",), force, "a recording")
-    program.check_ringbuf_pages(buffer_pages)
     probe = program.ProbeOptions(ringbuf_pages=buffer_pages, let_perf_see=let_perf_see,
                                  cause_basis=cause_basis, cross_check_causes=cross_check_causes,
                                  ablate=ablate)

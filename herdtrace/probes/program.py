@@ -99,7 +99,7 @@ def plan(options: ProbeOptions) -> ProbePlan:
         if options.ablate not in ABLATIONS:
             raise HerdtraceError(f"ablation must be one of {', '.join(ABLATIONS)}, got {options.ablate!r}")
         cflags.append(f"-DABLATE={ABLATIONS.index(options.ablate) + 1}")
-    raw_sched, raw_net = raw_flags(options, cflags) if options.raw_tracepoints else (False, False)
+    raw_sched, raw_net = raw_flags(cflags) if options.raw_tracepoints else (False, False)
     if raw_sched:
         methods["sched:sched_waking"] = methods["sched:sched_switch"] = "raw_tracepoint"
     if raw_net:
@@ -126,7 +126,7 @@ RAW_SCHED_ARGS = {"sched_waking": 1, "sched_switch": 4}  # prev_state: Linux 5.1
 RAW_NET_ARGS = {"sk_data_ready": 1, "netif_receive_skb": 1, "inet_sock_set_state": 3}
 
 
-def raw_flags(options: ProbeOptions, cflags: list[str]) -> tuple[bool, bool]:
+def raw_flags(cflags: list[str]) -> tuple[bool, bool]:
     """Which probe groups can be raw tracepoints here (appending their -D flags):
     only where the kernel's own BTF describes the arguments and offsets they read.
     Elsewhere the classic tracepoints stay, and the metadata says which was used."""
