@@ -11,27 +11,35 @@ from herdtrace.errors import HerdtraceError
 
 @dataclass(frozen=True)
 class Mode:
+    """A wakeup mode as data: the server reads these fields, never the name."""
+
     name: str
     summary: str
     wakes_one: bool  # the kernel path wakes one waiter per connection
     platform: str  # "linux" or "bsd"
+    waiter: str  # how a worker waits: epoll, epoll-exclusive, epoll-one-fd, select, poll,
+    #              kqueue, kqueue-wakeone, or accept (blocked in accept itself)
+    listener_per_worker: bool = False  # a SO_REUSEPORT listener each, else one shared
 
 
 MODES: dict[str, Mode] = {
     m.name: m
     for m in (
         Mode("epoll-shared", "each worker its own epoll on the shared listener (the herd)",
-             False, "linux"),
-        Mode("epoll-exclusive", "as epoll-shared, registered with EPOLLEXCLUSIVE", True, "linux"),
-        Mode("epoll-one-fd", "one epoll instance shared by every worker", False, "linux"),
+             False, "linux", "epoll"),
+        Mode("epoll-exclusive", "as epoll-shared, registered with EPOLLEXCLUSIVE", True, "linux",
+             "epoll-exclusive"),
+        Mode("epoll-one-fd", "one epoll instance shared by every worker", False, "linux",
+             "epoll-one-fd"),
         Mode("reuseport", "a SO_REUSEPORT listener per worker, each in its own epoll",
-             True, "linux"),
+             True, "linux", "epoll", listener_per_worker=True),
         Mode("accept-blocking", "workers block in accept() on the shared listener",
-             True, "linux"),
-        Mode("select-shared", "select() on the shared listener", False, "linux"),
-        Mode("poll-shared", "poll() on the shared listener", False, "linux"),
-        Mode("kqueue", "each worker its own kqueue on the shared listener", False, "bsd"),
-        Mode("kqueue-wakeone", "as kqueue, with EV_WAKEONE", True, "bsd"),
+             True, "linux", "accept"),
+        Mode("select-shared", "select() on the shared listener", False, "linux", "select"),
+        Mode("poll-shared", "poll() on the shared listener", False, "linux", "poll"),
+        Mode("kqueue", "each worker its own kqueue on the shared listener", False, "bsd",
+             "kqueue"),
+        Mode("kqueue-wakeone", "as kqueue, with EV_WAKEONE", True, "bsd", "kqueue-wakeone"),
     )
 }
 LINUX_MODES = tuple(name for name, m in MODES.items() if m.platform == "linux")
@@ -57,11 +65,11 @@ def resolve(name: str) -> Mode:
         raise HerdtraceError(f"mode {name} needs kqueue, which this kernel ({sys.platform}) lacks")
     if mode.platform == "linux" and not hasattr(select, "epoll"):
         raise HerdtraceError(f"mode {name} needs Linux (epoll); this is {sys.platform}")
-    if name == "epoll-exclusive" and not hasattr(select, "EPOLLEXCLUSIVE"):
-        raise HerdtraceError("mode epoll-exclusive needs EPOLLEXCLUSIVE (Linux 4.5+)")
-    if name == "kqueue-wakeone" and kq_wakeone_flag() is None:
+    if mode.waiter == "epoll-exclusive" and not hasattr(select, "EPOLLEXCLUSIVE"):
+        raise HerdtraceError(f"mode {name} needs EPOLLEXCLUSIVE (Linux 4.5+)")
+    if mode.waiter == "kqueue-wakeone" and kq_wakeone_flag() is None:
         raise HerdtraceError(
-            "mode kqueue-wakeone needs EV_WAKEONE, which this kernel does not define "
+            f"mode {name} needs EV_WAKEONE, which this kernel does not define "
             "(it was proposed for DragonFly BSD in 2010 and never merged)"
         )
     return mode

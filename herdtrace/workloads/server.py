@@ -127,8 +127,7 @@ class Server:
         self._setup_listener()
 
     def _setup_listener(self) -> None:
-        name = self.mode.name
-        if name == "reuseport":
+        if self.mode.listener_per_worker:
             if self.opts.port:
                 check_port_free(self.opts)
             # Reserve the port with a bound, never-listening socket: it takes no connections.
@@ -139,27 +138,25 @@ class Server:
             self.port = self.placeholder.getsockname()[1]
             return
         self.listener = make_listener(
-            self.opts, reuseport=False, blocking=name == "accept-blocking"
+            self.opts, reuseport=False, blocking=self.mode.waiter == "accept"
         )
         self.port = self.listener.getsockname()[1]
-        if name == "epoll-one-fd":
+        if self.mode.waiter == "epoll-one-fd":
             self.shared_epoll = EpollWaiter.build([self.listener], self.stop_r, exclusive=False)
 
     # ---- worker side -------------------------------------------------------
     def _waiter(self, listeners: list[socket.socket]) -> Waiter:
-        name = self.mode.name
-        if name in ("epoll-shared", "reuseport"):
-            return EpollWaiter(listeners, self.stop_r)
-        if name == "epoll-exclusive":
-            return EpollWaiter(listeners, self.stop_r, exclusive=True)
-        if name == "epoll-one-fd":
-            return EpollWaiter(listeners, self.stop_r, epoll=self.shared_epoll)
-        if name == "select-shared":
-            return SelectWaiter(listeners, self.stop_r)
-        if name == "poll-shared":
-            return PollWaiter(listeners, self.stop_r)
-        flag = modes.kq_wakeone_flag() if name == "kqueue-wakeone" else 0
-        return KqueueWaiter(listeners, self.stop_r, flag or 0)
+        stop = self.stop_r
+        make: dict[str, Callable[[], Waiter]] = {
+            "epoll": lambda: EpollWaiter(listeners, stop),
+            "epoll-exclusive": lambda: EpollWaiter(listeners, stop, exclusive=True),
+            "epoll-one-fd": lambda: EpollWaiter(listeners, stop, epoll=self.shared_epoll),
+            "select": lambda: SelectWaiter(listeners, stop),
+            "poll": lambda: PollWaiter(listeners, stop),
+            "kqueue": lambda: KqueueWaiter(listeners, stop, 0),
+            "kqueue-wakeone": lambda: KqueueWaiter(listeners, stop, modes.kq_wakeone_flag() or 0),
+        }
+        return make[self.mode.waiter]()
 
     def _serve_one(self, slot: int, conn: socket.socket) -> None:
         self.counters.bump(slot, ACCEPTS)
@@ -171,7 +168,7 @@ class Server:
     def run_worker(self, slot: int) -> None:
         self.counters.set(slot, PID, os.getpid())
         self.counters.set(slot, TID, threading.get_native_id())
-        if self.mode.name == "reuseport":
+        if self.mode.listener_per_worker:
             lst = make_listener(
                 ServerOptions(host=self.opts.host, port=self.port, backlog=self.opts.backlog),
                 reuseport=True, blocking=False,
@@ -179,7 +176,7 @@ class Server:
         else:
             assert self.listener is not None
             lst = self.listener
-        if self.mode.name == "accept-blocking":
+        if self.mode.waiter == "accept":
             os.write(self.ready_w, b"r")
             self._accept_loop(slot, lst)
             return
@@ -244,7 +241,7 @@ class Server:
 
     def stop(self) -> None:
         os.write(self.stop_w, b"s")
-        if self.mode.name == "accept-blocking" and self.listener is not None:
+        if self.mode.waiter == "accept" and self.listener is not None:
             with contextlib.suppress(OSError):
                 self.listener.shutdown(socket.SHUT_RD)
 
