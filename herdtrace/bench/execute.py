@@ -26,7 +26,9 @@ def truth_check(recorded: dict[str, Any], truth: dict[str, Any]) -> str | None:
     return "; ".join(problems) or None
 
 
-def execute_one(planned: PlannedRun, out: Path) -> dict[str, Any]:
+def execute_one(planned: PlannedRun, out: Path, loaded: dict[str, load.Recording]) -> dict[str, Any]:
+    """Run, record, check against the truth; the loaded recording goes into `loaded`
+    (by path) so that the summary and the figure read it from there, not again."""
     base = out / planned.stem
     base.parent.mkdir(parents=True, exist_ok=True)
 
@@ -42,7 +44,8 @@ def execute_one(planned: PlannedRun, out: Path) -> dict[str, Any]:
         "recording": str(recording) if recording else None, "recorded": None, "disagreement": None,
     }
     if recording is not None:
-        row["recorded"] = metrics.summarize(load.load_recording(recording))
+        rec = loaded[str(recording)] = load.load_recording(recording)
+        row["recorded"] = metrics.summarize(rec)
         row["disagreement"] = truth_check(row["recorded"], truth)
     beside(".truth.json").write_text(json.dumps(truth, indent=2) + "\n")
     beside(".load.json").write_text(json.dumps(row["load"], indent=2) + "\n")
@@ -57,10 +60,12 @@ def warm_up(first: PlannedRun) -> None:
                      concurrency=4, connections=500, traced=False), None)
 
 
-def execute(opts: BenchOptions) -> tuple[list[dict[str, Any]], bool]:
+def execute(opts: BenchOptions,
+            loaded: dict[str, load.Recording]) -> tuple[list[dict[str, Any]], bool]:
     """All runs in schedule order; stops cleanly on Ctrl-C, keeping what finished.
 
-    Returns the finished runs and whether the bench was interrupted.
+    Returns the finished runs and whether the bench was interrupted; every recording
+    is loaded once, into `loaded`.
     """
     opts.output.mkdir(parents=True, exist_ok=True)
     plan = schedule(opts)
@@ -74,7 +79,7 @@ def execute(opts: BenchOptions) -> tuple[list[dict[str, Any]], bool]:
             warm_up(plan[0])
             for planned in plan:
                 progress.update(task, description=f"{planned.stem:<40}")
-                rows.append(execute_one(planned, opts.output))
+                rows.append(execute_one(planned, opts.output, loaded))
                 progress.advance(task)
         except KeyboardInterrupt:
             progress.update(task, description="interrupted: keeping finished runs")

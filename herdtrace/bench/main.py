@@ -22,16 +22,18 @@ def report_paths(out: Path, profiles: list[str]) -> dict[str, Path]:
 
 def run_bench(opts: BenchOptions) -> dict[str, Any]:
     opts.validate()
-    rows, interrupted = execute(opts)
-    agg = aggregate(rows, opts.baseline)
+    loaded: dict[str, Any] = {}  # recording path -> Recording, each loaded once
+    rows, interrupted = execute(opts, loaded)
+    agg = aggregate(rows, opts.baseline, loaded)
     profiles = list(dict.fromkeys(r["profile"] for r in rows))
     reports = {}
-    from herdtrace.reports.files import write_report
+    from herdtrace.reports.files import save_report
 
     for profile, path in report_paths(opts.output, profiles).items():
-        if any(r["recording"] for r in rows if r["profile"] == profile):
-            reports[profile] = str(write_report([opts.output / profile], path, force=True,
-                                                by_label=True))
+        recs = sorted((loaded[r["recording"]] for r in rows
+                       if r["profile"] == profile and r["recording"]), key=lambda rec: rec.label)
+        if recs:
+            reports[profile] = str(save_report(recs, path, by_label=True))
     summary = {
         "herdtrace": __version__,
         "machine": {"kernel": platform.release(), "host": socket.gethostname(),

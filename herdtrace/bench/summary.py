@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,8 @@ def _spread(values: pd.Series) -> dict[str, float | None]:
     return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
 
 
-def aggregate(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
+def aggregate(rows: list[dict[str, Any]], baseline: str,
+              loaded: dict[str, load.Recording]) -> list[dict[str, Any]]:
     df = runs_frame(rows)
     if df.empty:
         return []
@@ -36,9 +36,8 @@ def aggregate(rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]
     for (profile, mode), g in df.groupby(["profile", "mode"], sort=False):
         traced = g[g["traced"]]
         untraced = g[~g["traced"]]
-        recordings = [Path(p) for p in traced["recording"].dropna()]
-        recorded = (judged_summary(metrics.combine([load.load_recording(p) for p in recordings]))
-                    if recordings else None)
+        recordings = [loaded[p] for p in traced["recording"].dropna()]
+        recorded = judged_summary(metrics.combine(recordings)) if recordings else None
         tput = _spread(traced["load.throughput_rps"])
         free = _spread(untraced["load.throughput_rps"]) if not untraced.empty else None
         disagreements = [d for d in traced["disagreement"].dropna()]

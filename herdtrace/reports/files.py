@@ -25,11 +25,23 @@ def report_for(recs: list[Recording], by_label: bool = False) -> Figure:
 def write_report(files: list[Path], output: Path, force: bool, by_label: bool = False) -> Path:
     """Load, analyse, draw, save (PNG, SVG or PDF by the output's extension)."""
     from herdtrace.analysis import load
-    from herdtrace.reports.figure import FORMATS, save_figure
+
+    check_report_output(output, force)
+    return save_report(load.load_recordings(files), output, by_label)
+
+
+def check_report_output(output: Path, force: bool) -> None:
+    from herdtrace.reports.figure import FORMATS
     from herdtrace.validate import check_output
 
     check_output(output, force)
     if output.suffix.lower() not in FORMATS:
         raise HerdtraceError(f"{output}: a report is written as {', '.join(FORMATS)}")
-    save_figure(report_for(load.load_recordings(files), by_label), output)
+
+
+def save_report(recs: list[Recording], output: Path, by_label: bool = False) -> Path:
+    """The figure of recordings already loaded, saved by the output's extension."""
+    from herdtrace.reports.figure import save_figure
+
+    save_figure(report_for(recs, by_label), output)
     return output
