@@ -32,7 +32,7 @@ from typing import Any
 from benchmarks import analysis_speed, servers, tracers
 from herdtrace.analysis import load
 from herdtrace.bench.tools import run_wrk
-from herdtrace.workloads.load import LoadOptions, run_load
+from herdtrace.workloads.loadgen import LoadOptions, run_load
 
 TARGETS = {"drain_rate": 300_000, "analysis_10m_s": 10.0, "analysis_10m_mib": 2048.0}
 

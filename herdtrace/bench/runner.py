@@ -19,7 +19,7 @@ from pathlib import Path
 from herdtrace.collectors.session import DONE_LINE, READY_LINE
 from herdtrace.errors import HerdtraceError
 from herdtrace.workloads.lab import GroundTruth, LabServer
-from herdtrace.workloads.load import LoadOptions, LoadResult, run_load
+from herdtrace.workloads.loadgen import LoadOptions, LoadResult, run_load
 from herdtrace.workloads.server import ServerOptions
 
 ATTACH_TIMEOUT_S = 60.0

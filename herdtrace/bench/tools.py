@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from herdtrace.errors import HerdtraceError
-from herdtrace.workloads.load import LoadOptions, LoadResult
+from herdtrace.workloads.loadgen import LoadOptions, LoadResult
 
 TOOLS = ("builtin", "ab", "wrk")
 

@@ -51,7 +51,7 @@ def load_command(
 
     Default: one connection at a time (-c 1), 1000 connections (-k 1000).
     """
-    from herdtrace.workloads.load import LoadOptions, run_load
+    from herdtrace.workloads.loadgen import LoadOptions, run_load
 
     if rate is None and concurrency is None:
         concurrency = 1

@@ -28,7 +28,8 @@ MAX_EXAMPLES = 5
 DROPS = re.compile(r"^dtrace: (\d+) (?:(dynamic variable|aggregation|speculative) )?drops?"
                    r"(?: on CPU (\d+))?")
 ERROR = re.compile(r"^dtrace: (?:error|\d+ errors?)")
-FIELDS = {"E": 8, "R": 10, "W": 7, "S": 4, "O": 5, "T": 6, "X": 4, "C": 5, "N": 4}
+# Words on each kind of kevent.d line, its one-letter kind included.
+LINE_ARITY = {"E": 8, "R": 10, "W": 7, "S": 4, "O": 5, "T": 6, "X": 4, "C": 5, "N": 4}
 
 
 def _raddr(text: str) -> bytes:
@@ -84,7 +85,7 @@ class DtraceParser:
             return
         parts = line.split(" ")
         handler = getattr(self, f"_on_{parts[0]}", None)
-        if handler is None or len(parts) != FIELDS[parts[0]]:
+        if handler is None or len(parts) != LINE_ARITY[parts[0]]:
             self._malformed(line)
             return
         try:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from herdtrace.workloads.lab import GroundTruth
-from herdtrace.workloads.load import LoadOptions, LoadResult, run_load
+from herdtrace.workloads.loadgen import LoadOptions, LoadResult, run_load
 
 
 def record_lab_command(

@@ -63,7 +63,7 @@ def test_record_command_from_first_instruction(tmp_path: Path, mode: str, thread
 def record_lab_with_ring(tmp_path: Path, pages: int) -> tuple[Path, int, int]:
     from herdtrace.bench.runner import RecordingProcess
     from herdtrace.workloads.lab import LabServer
-    from herdtrace.workloads.load import LoadOptions, run_load
+    from herdtrace.workloads.loadgen import LoadOptions, run_load
     from herdtrace.workloads.server import ServerOptions
 
     out = tmp_path / f"ring{pages}.parquet"

@@ -14,7 +14,7 @@ import pytest
 from herdtrace.analysis import load
 from herdtrace.bench.runner import RecordingProcess
 from herdtrace.workloads.lab import LabServer
-from herdtrace.workloads.load import LoadOptions, run_load
+from herdtrace.workloads.loadgen import LoadOptions, run_load
 from herdtrace.workloads.server import ServerOptions
 
 CONNECTIONS = 300

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from herdtrace.analysis import load, metrics
 from herdtrace.cli import app
 from herdtrace.collectors.dtrace_collector import SCRIPT, convert_transcript
-from herdtrace.collectors.dtrace_parser import FIELDS, DtraceParser
+from herdtrace.collectors.dtrace_parser import LINE_ARITY, DtraceParser
 from herdtrace.collectors.session import RecordOptions
 from herdtrace.errors import HerdtraceError
 from herdtrace.schema import Outcome, WaitCall
@@ -122,11 +122,11 @@ def test_import_dtrace_command(tmp_path: Path) -> None:
 def test_script_and_parser_agree_on_the_format() -> None:
     """Every printf in kevent.d prints as many fields as the parser expects."""
     formats = re.findall(r'printf\("([A-Z]) ([^"]*)\\n"', SCRIPT.read_text())
-    assert {kind for kind, _ in formats} == set(FIELDS)
+    assert {kind for kind, _ in formats} == set(LINE_ARITY)
     for kind, rest in formats:
-        assert 1 + len(rest.split(" ")) == FIELDS[kind], kind
+        assert 1 + len(rest.split(" ")) == LINE_ARITY[kind], kind
     doc = (Path(__file__).resolve().parents[2] / "docs" / "dtrace-format.md").read_text()
-    for kind in FIELDS:
+    for kind in LINE_ARITY:
         assert f"`{kind} " in doc, kind
 
 

@@ -16,7 +16,7 @@ from herdtrace.cli import app
 from herdtrace.errors import HerdtraceError
 from herdtrace.workloads import modes
 from herdtrace.workloads.lab import LabServer
-from herdtrace.workloads.load import LoadOptions, run_load
+from herdtrace.workloads.loadgen import LoadOptions, run_load
 from herdtrace.workloads.server import ServerOptions
 
 K = 200
