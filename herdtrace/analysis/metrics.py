@@ -320,6 +320,15 @@ def grouped(recs: list[Recording], by_label: bool | None = False) -> tuple[list[
     return (combine_by_label(recs) if group else recs), group
 
 
+def mixed_labels(recs: list[Recording]) -> dict[str, list[str]]:
+    """Labels whose recordings come from different folders (a bench keeps each load in
+    its own), which --by-label would combine as if they were repeats of one run."""
+    folders: dict[str, set[str]] = {}
+    for r in recs:
+        folders.setdefault(r.label, set()).add(r.path.parent.name)
+    return {label: sorted(f) for label, f in folders.items() if len(f) > 1}
+
+
 # Figures compared with a baseline recording (analyze --baseline), and where they are.
 COMPARED = {"herd_factor": ("herd_factor",), "threads_woken_per_connection": ("threads_woken_per_connection",),
             "idle_fraction": ("idle_fraction",), "eagain_per_accept": ("eagain_per_accept",),

@@ -23,6 +23,11 @@ def analyze_command(
 
     recs = load.load_recordings(files)
     shown, grouped = metrics.grouped(recs, by_label)
+    if grouped:
+        for label, folders in metrics.mixed_labels(recs).items():
+            typer.echo(f"herdtrace: warning: label {label} combines recordings from "
+                       f"{', '.join(folders)}: different loads or runs? analyze each folder "
+                       "on its own to keep them apart", err=True)
     base = judged_summary(load.load_recording(baseline)) if baseline else None
 
     def summaries(of: list[load.Recording]) -> list[dict[str, Any]]:

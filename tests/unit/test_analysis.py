@@ -309,3 +309,13 @@ def test_one_column_per_file_unless_by_label(tmp_path: Path) -> None:
     assert "labels" not in per_file and len(per_file["recordings"]) == 2
     combined = json.loads(runner.invoke(app, ["analyze", str(tmp_path), "--json", "--by-label"]).output)
     assert [s["accepted"] for s in combined["labels"]] == [4]
+
+
+def test_combining_labels_across_folders_warns(tmp_path: Path) -> None:
+    for load_name in ("one-at-a-time", "saturate"):
+        (tmp_path / load_name).mkdir()
+        two_connections().write(tmp_path / load_name / "epoll-shared.r1.parquet", label="epoll-shared")
+    result = runner.invoke(app, ["analyze", str(tmp_path), "--by-label", "--json"])
+    assert result.exit_code == 0
+    assert "label epoll-shared combines recordings from one-at-a-time, saturate" in result.stderr
+    assert json.loads(result.stdout)["labels"][0]["accepted"] == 4
