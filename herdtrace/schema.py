@@ -82,6 +82,16 @@ class Flag(enum.IntFlag):
     EPOLL_REWAKE = 32  # woken by a worker leaving an epoll_wait that the listener woke (shared epoll)
 
 
+class Slept(enum.IntEnum):
+    """How a traced thread last left the CPU, or the state a waking found it in: the
+    kernel keeps it per thread, and user space reads it for wakings still pending at stop."""
+
+    NONE = 0  # preempted, or never switched out
+    INTR = 1  # slept interruptibly (a wait)
+    UNINTR = 2  # slept uninterruptibly (a lock)
+    UNKNOWN = 3  # a waking's state where the classic tracepoint cannot say
+
+
 # Diagnostic counters the kernel keeps per CPU (HERD_CNT_* in the header), in order.
 COUNTERS: tuple[tuple[str, str], ...] = (
     ("lost_events", "ring buffer reservation failed: a record is lost"),
@@ -224,6 +234,7 @@ def c_header() -> str:
         *_c_enum("FLAG", Flag),
         *_c_enum("CAUSE", Cause),
         *_c_enum("BASIS", CauseBasis),
+        *_c_enum("SLEPT", Slept),
         f"#define HERD_EAGAIN {EAGAIN}",
         *[f"#define HERD_CNT_{name.upper()} {i} /* {doc} */" for i, (name, doc) in enumerate(COUNTERS)],
         f"#define HERD_CNT_NUM {len(COUNTERS)}",

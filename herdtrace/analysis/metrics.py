@@ -312,12 +312,9 @@ def combine_by_label(recs: list[Recording]) -> list[Recording]:
     return [combine([r for r in recs if r.label == lbl]) for lbl in labels]
 
 
-def grouped(recs: list[Recording], by_label: bool | None = False) -> tuple[list[Recording], bool]:
-    """Recordings to show: one per file, or combined per label when asked (None: when
-    labels repeat)."""
-    labels = [r.label for r in recs]
-    group = by_label if by_label is not None else len(set(labels)) < len(labels)
-    return (combine_by_label(recs) if group else recs), group
+def grouped(recs: list[Recording], by_label: bool = False) -> tuple[list[Recording], bool]:
+    """Recordings to show: one per file, or combined per label when asked."""
+    return (combine_by_label(recs) if by_label else recs), by_label
 
 
 def mixed_labels(recs: list[Recording]) -> dict[str, list[str]]:
@@ -345,7 +342,9 @@ def ratios(summary: dict[str, Any], base: dict[str, Any]) -> dict[str, float | N
             value = value.get(key) if isinstance(value, dict) else None
         return value
 
-    return {name: _ratio(get(summary, path), get(base, path))
-            if get(summary, path) is not None and get(base, path) is not None else None
-            for name, path in COMPARED.items()}
+    out: dict[str, float | None] = {}
+    for name, path in COMPARED.items():
+        mine, theirs = get(summary, path), get(base, path)
+        out[name] = None if mine is None or theirs is None else _ratio(mine, theirs)
+    return out
 

@@ -34,11 +34,11 @@ from herdtrace.schema import (
     SYSCALL_NUMBERS,
     Kind,
     Outcome,
+    Slept,
     outcome_of,
 )
 
 BURST_RECORDS_PER_S = 1_000_000  # about twice what the probes were measured to produce
-_SLEPT_UNINTR = 2  # SLEPT_UNINTR in herd.bpf.c: the waking ends a lock's sleep, not a wakeup
 _WAITS = {name: (call, fd_arg, buf_arg) for name, call, fd_arg, buf_arg in LINUX_WAIT_SYSCALLS}
 _NUMBERS = SYSCALL_NUMBERS.get(platform.machine(), {})
 
@@ -171,7 +171,10 @@ class Recorder:
                 row["outcome"] = outcome_of(bool(leaf.returned), w.accepts, w.eagains)
                 rows.append(row)
             k = leaf.waking
-            if k.armed and leaf.slept != _SLEPT_UNINTR and not (leaf.pending and not leaf.returned):
+            # take_waking's rule, less its guess for the classic tracepoint's race.
+            lock = (k.sleep == Slept.UNINTR if k.sleep != Slept.UNKNOWN
+                    else leaf.slept == Slept.UNINTR)
+            if k.armed and not lock and not (leaf.pending and not leaf.returned):
                 row = np.zeros(1, dtype=EVENT_DTYPE)
                 for name, value in (("kind", Kind.WAKEUP), ("ts", k.ts), ("enter_ts", leaf.enter_ts),
                                     ("sk", k.sk), ("conn_id", k.conn_id), ("tid", key.value),

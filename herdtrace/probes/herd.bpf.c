@@ -90,11 +90,6 @@
 // scheduler's own locks between a waking and the woken thread's next run).
 #define compiler_barrier() asm volatile("" ::: "memory")
 
-// How the thread last left the CPU, read when it is woken.
-#define SLEPT_NONE 0      // preempted, or never switched out
-#define SLEPT_INTR 1      // slept interruptibly (a wait)
-#define SLEPT_UNINTR 2    // slept uninterruptibly (a lock)
-#define SLEPT_UNKNOWN 3   // waking.sleep only: the classic tracepoint cannot say
 
 // A waking, written by the waker's CPU; `armed` is written last and cleared by the
 // thread's own context once it has taken the rest.
@@ -110,7 +105,7 @@ struct waking {
     u8 cause;
     u8 basis;
     u8 flags;
-    u8 sleep;           // SLEPT_*: the state it was woken from, where the probe can read it
+    u8 sleep;           // HERD_SLEPT_*: the state it was woken from, where the probe can read it
     u8 armed;
 };
 
@@ -125,7 +120,7 @@ struct traced_thread {
     u8 wait_call;       // HERD_CALL_*, NONE outside a wait syscall
     u8 pending;         // `wakeup` is open: its outcome is not known yet
     u8 returned;        // the woken wait has returned to user space
-    u8 slept;           // SLEPT_*: how it last left the CPU
+    u8 slept;           // HERD_SLEPT_*: how it last left the CPU
     struct waking waking;
     struct herd_event wakeup;
 };
@@ -257,7 +252,7 @@ static __always_inline void close_wakeup(struct traced_thread *t, u8 unreturned_
 // returned, and not caused by a listener, it is the socket lock's release (accept4
 // of a non-blocking listener sleeps only on that lock), not a new wakeup.
 static __always_inline int lock_race(const struct traced_thread *t) {
-    return t->slept == SLEPT_NONE && t->pending && t->returned &&
+    return t->slept == HERD_SLEPT_NONE && t->pending && t->returned &&
            (t->wait_call == HERD_CALL_ACCEPT || t->wait_call == HERD_CALL_ACCEPT4) &&
            t->waking.cause != HERD_CAUSE_LISTENER;
 }
@@ -269,8 +264,8 @@ static __always_inline void take_waking(struct traced_thread *t, u32 tid, u64 on
     struct waking *k = &t->waking;
     if (!k->armed)
         return;
-    int lock = k->sleep == SLEPT_UNKNOWN ? (t->slept == SLEPT_UNINTR || lock_race(t))
-                                         : k->sleep == SLEPT_UNINTR;
+    int lock = k->sleep == HERD_SLEPT_UNKNOWN ? (t->slept == HERD_SLEPT_UNINTR || lock_race(t))
+                                         : k->sleep == HERD_SLEPT_UNINTR;
     if (lock) {
         // The end of a lock's sleep inside the wait: it belongs to the wakeup (if any)
         // that led there and must not steal its accept or EAGAIN.
@@ -488,15 +483,15 @@ static __always_inline void on_waking(u32 tid, const u8 *task, u16 classic_cpu) 
     k->waker_tgid = id >> 32;
     k->cpu = bpf_get_smp_processor_id();
     k->target_cpu = classic_cpu;
-    k->sleep = SLEPT_UNKNOWN;
+    k->sleep = HERD_SLEPT_UNKNOWN;
 #ifdef RAW_SCHED
     u32 cpu = 0;
     u32 state = 0;
     bpf_probe_read_kernel(&cpu, sizeof(cpu), task + TASK_CPU_OFF);
     bpf_probe_read_kernel(&state, sizeof(state), task + TASK_STATE_OFF);
     k->target_cpu = cpu;
-    k->sleep = (state & SLEEP_UNINTERRUPTIBLE) ? SLEPT_UNINTR
-             : (state & SLEEP_INTERRUPTIBLE) ? SLEPT_INTR : SLEPT_NONE;
+    k->sleep = (state & SLEEP_UNINTERRUPTIBLE) ? HERD_SLEPT_UNINTR
+             : (state & SLEEP_INTERRUPTIBLE) ? HERD_SLEPT_INTR : HERD_SLEPT_NONE;
 #endif
     k->sk = 0;
     k->conn_id = 0;
@@ -509,7 +504,7 @@ static __always_inline void on_waking(u32 tid, const u8 *task, u16 classic_cpu) 
     k->armed = 1;
 }
 
-// A context switch (on that CPU): prev leaves in `state` (SLEPT_*), next arrives.
+// A context switch (on that CPU): prev leaves in `state` (HERD_SLEPT_*), next arrives.
 static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
     // The hottest probe: one lookup per side, most of them misses.
     struct traced_thread *t = find(prev);
@@ -523,20 +518,20 @@ static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
         t->slept = state;
         // Blocking again inside a wait ends the open wakeup: a woken wait that
         // never returned was absorbed.
-        if (state == SLEPT_INTR && t->wait_call && t->pending)
+        if (state == HERD_SLEPT_INTR && t->wait_call && t->pending)
             close_wakeup(t, HERD_OUTCOME_ABSORBED);
     }
     t = find(next);
     if (t && !frozen()) {
         if (t->waking.armed)
             take_waking(t, next, bpf_ktime_get_ns());
-        t->slept = SLEPT_NONE;
+        t->slept = HERD_SLEPT_NONE;
     }
 }
 
 static __always_inline u8 slept_as(long state) {
-    return (state & SLEEP_INTERRUPTIBLE) ? SLEPT_INTR
-         : (state & SLEEP_UNINTERRUPTIBLE) ? SLEPT_UNINTR : SLEPT_NONE;
+    return (state & SLEEP_INTERRUPTIBLE) ? HERD_SLEPT_INTR
+         : (state & SLEEP_UNINTERRUPTIBLE) ? HERD_SLEPT_UNINTR : HERD_SLEPT_NONE;
 }
 
 #ifdef RAW_SCHED
@@ -561,7 +556,7 @@ RAW_TRACEPOINT_PROBE(sched_waking) {
 //          unsigned int prev_state), Linux 5.18+.
 RAW_TRACEPOINT_PROBE(sched_switch) {
     ONLY_ATTACHED();
-    u8 state = ctx->args[0] ? SLEPT_NONE : slept_as((long)ctx->args[3]);
+    u8 state = ctx->args[0] ? HERD_SLEPT_NONE : slept_as((long)ctx->args[3]);
     on_switch(task_pid((const u8 *)ctx->args[1]), state, task_pid((const u8 *)ctx->args[2]));
     return 0;
 }

@@ -43,6 +43,10 @@
 #define HERD_BASIS_SK_DATA_READY 1
 #define HERD_BASIS_CONN_STATE 2
 #define HERD_BASIS_ANALYSIS 3
+#define HERD_SLEPT_NONE 0
+#define HERD_SLEPT_INTR 1
+#define HERD_SLEPT_UNINTR 2
+#define HERD_SLEPT_UNKNOWN 3
 #define HERD_EAGAIN 11
 #define HERD_CNT_LOST_EVENTS 0 /* ring buffer reservation failed: a record is lost */
 #define HERD_CNT_THREADS_UNTRACED 1 /* a new thread could not be traced: the thread table is full */
