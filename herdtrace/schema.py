@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: wakeup cause, cause_basis, listener port
+SCHEMA_VERSION = 3  # 2: wakeup cause, cause_basis, listener port; 3: names, nulls, comm text
 METADATA_KEY = b"herdtrace"
 HEADER_PATH = Path(__file__).parent / "probes" / "herd_event.h"
 
@@ -144,16 +144,24 @@ class Field:
     ctype: str  # u64 u32 s32 u16 u8, or u8[16] / char[16]
     doc: str
     stored: bool = True  # False: padding, in the C struct and the dtype only
+    # How the recording stores it, so that it reads without herdtrace: an enum's
+    # value as its lower-case name (0 as null), a zero as null, char[] as text.
+    names: type[enum.IntEnum] | None = None
+    zero_is_null: bool = False
 
 
 # Ordered widest first so that the C struct has no padding.
 FIELDS: tuple[Field, ...] = (
     Field("ts", "u64", "event time, ns of CLOCK_MONOTONIC (wakeup: sched_waking)"),
-    Field("enter_ts", "u64", "wakeup/accept: entry of the wait syscall"),
-    Field("oncpu_ts", "u64", "wakeup: first switch onto a CPU after waking (0: not seen)"),
-    Field("ret_ts", "u64", "wakeup: return of the woken wait syscall (0: absorbed)"),
-    Field("sk", "u64", "wakeup: keyed hash of the socket that became ready; conn: of the child"),
-    Field("conn_id", "u64", "conn: its id; wakeup: the connection that caused it (0: unknown)"),
+    Field("enter_ts", "u64", "wakeup/accept: entry of the wait syscall", zero_is_null=True),
+    Field("oncpu_ts", "u64", "wakeup: first switch onto a CPU after waking (null: not seen)",
+          zero_is_null=True),
+    Field("ret_ts", "u64", "wakeup: return of the woken wait syscall (null: absorbed)",
+          zero_is_null=True),
+    Field("sk", "u64", "wakeup: keyed hash of the socket that became ready; conn: of the child",
+          zero_is_null=True),
+    Field("conn_id", "u64", "conn: its id; wakeup: the connection that caused it (null: unknown)",
+          zero_is_null=True),
     Field("tid", "u32", "thread the record is about"),
     Field("tgid", "u32", "its process"),
     Field("other_tid", "u32", "wakeup: waker thread; thread: parent thread"),
@@ -166,13 +174,16 @@ FIELDS: tuple[Field, ...] = (
     Field("target_cpu", "u16", "wakeup: CPU the woken thread was queued on"),
     Field("accepts", "u16", "wakeup: accepts that returned a connection before the next wait"),
     Field("eagains", "u16", "wakeup: accepts that returned EAGAIN before the next wait"),
-    Field("kind", "u8", "Kind"),
-    Field("outcome", "u8", "wakeup: Outcome"),
-    Field("wait_call", "u8", "wakeup/accept: WaitCall"),
-    Field("flags", "u8", "Flag bits"),
-    Field("cause", "u8", "wakeup: Cause"),
-    Field("cause_basis", "u8", "wakeup: CauseBasis"),
-    Field("raddr", "u8[16]", "conn/accept: peer address, IPv6 or IPv4-mapped"),
+    Field("kind", "u8", "what the row is: wakeup, accept, conn, thread, thread_exit", names=Kind),
+    Field("outcome", "u8", "wakeup: accepted, eagain, absorbed, other or unresolved",
+          names=Outcome),
+    Field("wait_call", "u8", "wakeup/accept: the syscall the thread waited in", names=WaitCall),
+    Field("flags", "u8", "bits: " + ", ".join(f"{int(f)} {(f.name or '').lower()}" for f in Flag)),
+    Field("cause", "u8", "wakeup: listener, connection, socket, timer, other or unknown",
+          names=Cause),
+    Field("cause_basis", "u8", "wakeup: how the cause was decided", names=CauseBasis),
+    Field("raddr", "u8[16]", "conn/accept: peer address, 16 bytes in network order, IPv6 or "
+          "IPv4-mapped (::ffff:a.b.c.d); with rport, the peer"),
     Field("comm", "char[16]", "thread: command name"),
     Field("pad", "u8[6]", "padding to a multiple of 8 bytes", stored=False),
 )
@@ -201,16 +212,37 @@ def numpy_dtype() -> np.dtype:
     return np.dtype(parts)
 
 
+def value_names(names: type[enum.IntEnum]) -> list[str]:
+    """An enum's lower-case names indexed by value (gaps and NONE as "")."""
+    out = [""] * (max(int(m) for m in names) + 1)
+    for m in names:
+        out[int(m)] = m.name.lower() if m.name != "NONE" else ""
+    return out
+
+
+def arrow_type(f: Field) -> pa.DataType:
+    if f.names is not None:
+        return pa.dictionary(pa.int8(), pa.string())
+    if f.ctype.startswith("char["):
+        return pa.dictionary(pa.int32(), pa.string())
+    n = _array_len(f.ctype)
+    return pa.binary(n) if n else _ARROW[f.ctype]
+
+
 def arrow_schema() -> pa.Schema:
-    cols = []
-    for f in STORED_FIELDS:
-        n = _array_len(f.ctype)
-        typ = pa.binary(n) if n else _ARROW[f.ctype]
-        cols.append(pa.field(f.name, typ, nullable=False, metadata={"doc": f.doc}))
-    return pa.schema(cols)
+    return pa.schema([pa.field(f.name, arrow_type(f), metadata={"doc": f.doc})
+                      for f in STORED_FIELDS])
+
+
+def column_docs() -> dict[str, str]:
+    """What each column holds, for the recording's metadata (Parquet keeps no field docs)."""
+    return {f.name: f.doc for f in STORED_FIELDS}
 
 
 STORED_FIELDS = tuple(f for f in FIELDS if f.stored)
+# Columns stored as text (dictionary-encoded): enum names and command names.
+TEXT_COLUMNS = tuple(f.name for f in STORED_FIELDS
+                     if f.names is not None or f.ctype.startswith("char["))
 EVENT_DTYPE = numpy_dtype()
 EVENT_SIZE = EVENT_DTYPE.itemsize
 COLUMNS = tuple(f.name for f in STORED_FIELDS)

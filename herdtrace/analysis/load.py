@@ -19,12 +19,15 @@ from herdtrace.schema import (
     EAGAIN,
     METADATA_KEY,
     SCHEMA_VERSION,
+    STORED_FIELDS,
+    TEXT_COLUMNS,
     Cause,
     CauseBasis,
     Flag,
     Kind,
     Outcome,
     WaitCall,
+    value_names,
 )
 
 OUTCOMES = pd.CategoricalDtype([o.name.lower() for o in Outcome if o != Outcome.NONE])
@@ -80,6 +83,8 @@ def read_metadata(path: Path) -> tuple[pq.ParquetFile, dict[str, Any]]:
                and not (version < 2 and c in ADDED_IN_2)]
     if missing:
         raise HerdtraceError(f"{path}: missing columns {', '.join(missing)}")
+    # Names read as dictionaries: what the writer stored, and cheap to turn into codes.
+    pf = pq.ParquetFile(path, read_dictionary=[c for c in TEXT_COLUMNS if c in pf.schema_arrow.names])
     return pf, meta
 
 
@@ -98,7 +103,7 @@ def _read_kinds(pf: pq.ParquetFile, path: Path, kinds: tuple[Kind, ...]) -> dict
     parts: dict[Kind, list[pa.Table]] = {k: [] for k in wanted}
     try:
         for i in range(pf.num_row_groups):
-            rg = pf.read_row_group(i, columns=columns)
+            rg = as_codes(pf.read_row_group(i, columns=columns))
             for c in absent:
                 rg = rg.append_column(c, pa.array(np.zeros(rg.num_rows, np.uint8)))
             kind_col = rg["kind"]
@@ -115,6 +120,39 @@ def _read_kinds(pf: pq.ParquetFile, path: Path, kinds: tuple[Kind, ...]) -> dict
         kind: pa.concat_tables(tables) if tables else pa.table({c: empty(c) for c in wanted[kind]})
         for kind, tables in parts.items()
     }
+
+
+_NAMED = {f.name: {n: v for v, n in enumerate(value_names(f.names)) if n}
+          for f in STORED_FIELDS if f.names is not None}
+_NULL_IS_ZERO = tuple(f.name for f in STORED_FIELDS if f.zero_is_null)
+
+
+def _codes_of(chunk: pa.Array, values: dict[str, int]) -> pa.Array:
+    """A column of names (schema 3) -> the enum values as uint8 (null: 0)."""
+    if not pa.types.is_dictionary(chunk.type):
+        if pa.types.is_integer(chunk.type):
+            return chunk.cast(pa.uint8())  # schema 1 and 2 stored the values
+        chunk = chunk.dictionary_encode()
+    lut = np.array([values.get(n, 0) for n in chunk.dictionary.to_pylist()] + [0], np.uint8)
+    idx = chunk.indices.fill_null(len(lut) - 1).to_numpy(zero_copy_only=False)
+    return pa.array(lut[idx])
+
+
+def as_codes(rg: pa.Table) -> pa.Table:
+    """A row group as analysis reads it, whatever the schema version: enum names as
+    their values, absent (null) numbers as 0, command names as plain text."""
+    for name in rg.column_names:
+        col = rg.column(name)
+        if name in _NAMED:
+            col = pa.chunked_array([_codes_of(c, _NAMED[name]) for c in col.chunks], pa.uint8())
+        elif name in _NULL_IS_ZERO and col.null_count:
+            col = col.fill_null(0)
+        elif name == "comm" and pa.types.is_dictionary(col.type):
+            col = col.cast(pa.string()).fill_null("")
+        else:
+            continue
+        rg = rg.set_column(rg.column_names.index(name), name, col)
+    return rg
 
 
 def _take_pandas(tables: dict[Kind, pa.Table], kind: Kind) -> pd.DataFrame:
@@ -225,7 +263,10 @@ def connections_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def threads_frame(started: pd.DataFrame, exited: pd.DataFrame) -> pd.DataFrame:
     df = started.rename(columns={"ts": "start_ts", "other_tid": "parent"})
-    df["comm"] = df["comm"].str.decode("utf-8", errors="replace").str.rstrip("\0")
+    comm = df["comm"]
+    if len(comm) and isinstance(comm.iloc[0], bytes):  # schema 1 and 2 stored char[16]
+        comm = comm.str.decode("utf-8", errors="replace").str.rstrip("\0")
+    df["comm"] = comm.astype(str)
     ends = exited.groupby("tid")["ts"].max().rename("exit_ts")
     df = df.drop_duplicates("tid", keep="first").join(ends, on="tid")
     return df.sort_values("start_ts", kind="stable").reset_index(drop=True)

@@ -10,7 +10,35 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from herdtrace.schema import EVENT_DTYPE, METADATA_KEY, STORED_FIELDS, arrow_schema
+from herdtrace.schema import (
+    EVENT_DTYPE,
+    METADATA_KEY,
+    STORED_FIELDS,
+    Field,
+    arrow_schema,
+    column_docs,
+    value_names,
+)
+
+
+def _names(col: np.ndarray, f: Field) -> pa.Array:
+    """Enum values -> their names, dictionary-encoded (the codes are the indices)."""
+    assert f.names is not None
+    codes = col.astype(np.int8)
+    return pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes == 0),
+                                          pa.array(value_names(f.names)))
+
+
+def _text(col: np.ndarray) -> pa.Array:
+    """NUL-padded char[] -> text, dictionary-encoded; empty as null. Only the few
+    rows that carry a name are decoded."""
+    present = col != b""
+    indices = np.zeros(len(col), np.int32)
+    uniq, inverse = np.unique(col[present], return_inverse=True)
+    indices[present] = inverse
+    words = [u.decode("utf-8", errors="replace") for u in uniq]
+    return pa.DictionaryArray.from_arrays(pa.array(indices, mask=~present),
+                                          pa.array(words, pa.string()))
 
 
 def events_to_batch(events: np.ndarray) -> pa.RecordBatch:
@@ -19,12 +47,16 @@ def events_to_batch(events: np.ndarray) -> pa.RecordBatch:
     arrays = []
     for f, af in zip(STORED_FIELDS, schema, strict=True):
         col = np.ascontiguousarray(events[f.name])
-        if pa.types.is_fixed_size_binary(af.type):
+        if f.names is not None:
+            arrays.append(_names(col, f))
+        elif pa.types.is_dictionary(af.type):
+            arrays.append(_text(col))
+        elif pa.types.is_fixed_size_binary(af.type):
             arrays.append(
                 pa.FixedSizeBinaryArray.from_buffers(af.type, len(col), [None, pa.py_buffer(col.tobytes())])
             )
         else:
-            arrays.append(pa.array(col, type=af.type))
+            arrays.append(pa.array(col, type=af.type, mask=(col == 0) if f.zero_is_null else None))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
@@ -42,9 +74,12 @@ class RecordingWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows = 0
+        # store_schema=False: the file then keeps no Arrow schema of its own, and
+        # readers take the schema's metadata from the footer, where close() puts
+        # herdtrace's (known only at the end): read_table(f).schema.metadata has it.
         self._writer = pq.ParquetWriter(str(path), arrow_schema(), compression="zstd",
                                         use_dictionary=DICTIONARY_COLUMNS,
-                                        column_encoding=DELTA_COLUMNS)
+                                        column_encoding=DELTA_COLUMNS, store_schema=False)
 
     def write(self, events: np.ndarray) -> None:
         if len(events) == 0:
@@ -54,5 +89,6 @@ class RecordingWriter:
         self.rows += len(events)
 
     def close(self, metadata: dict[str, Any]) -> None:
-        self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(metadata).encode()})
+        meta = {**metadata, "columns": column_docs()}
+        self._writer.add_key_value_metadata({METADATA_KEY: json.dumps(meta).encode()})
         self._writer.close()

@@ -2,7 +2,7 @@
 #ifndef HERD_EVENT_H
 #define HERD_EVENT_H
 
-#define HERD_SCHEMA_VERSION 2
+#define HERD_SCHEMA_VERSION 3
 #define HERD_EVENT_SIZE 128
 #define HERD_KIND_WAKEUP 1
 #define HERD_KIND_ACCEPT 2
@@ -57,10 +57,10 @@
 struct herd_event {
     u64 ts; /* event time, ns of CLOCK_MONOTONIC (wakeup: sched_waking) */
     u64 enter_ts; /* wakeup/accept: entry of the wait syscall */
-    u64 oncpu_ts; /* wakeup: first switch onto a CPU after waking (0: not seen) */
-    u64 ret_ts; /* wakeup: return of the woken wait syscall (0: absorbed) */
+    u64 oncpu_ts; /* wakeup: first switch onto a CPU after waking (null: not seen) */
+    u64 ret_ts; /* wakeup: return of the woken wait syscall (null: absorbed) */
     u64 sk; /* wakeup: keyed hash of the socket that became ready; conn: of the child */
-    u64 conn_id; /* conn: its id; wakeup: the connection that caused it (0: unknown) */
+    u64 conn_id; /* conn: its id; wakeup: the connection that caused it (null: unknown) */
     u32 tid; /* thread the record is about */
     u32 tgid; /* its process */
     u32 other_tid; /* wakeup: waker thread; thread: parent thread */
@@ -73,13 +73,13 @@ struct herd_event {
     u16 target_cpu; /* wakeup: CPU the woken thread was queued on */
     u16 accepts; /* wakeup: accepts that returned a connection before the next wait */
     u16 eagains; /* wakeup: accepts that returned EAGAIN before the next wait */
-    u8 kind; /* Kind */
-    u8 outcome; /* wakeup: Outcome */
-    u8 wait_call; /* wakeup/accept: WaitCall */
-    u8 flags; /* Flag bits */
-    u8 cause; /* wakeup: Cause */
-    u8 cause_basis; /* wakeup: CauseBasis */
-    u8 raddr[16]; /* conn/accept: peer address, IPv6 or IPv4-mapped */
+    u8 kind; /* what the row is: wakeup, accept, conn, thread, thread_exit */
+    u8 outcome; /* wakeup: accepted, eagain, absorbed, other or unresolved */
+    u8 wait_call; /* wakeup/accept: the syscall the thread waited in */
+    u8 flags; /* bits: 1 net_cause, 2 waker_idle, 4 peer, 8 ipv6, 16 conn_state_listener, 32 epoll_rewake */
+    u8 cause; /* wakeup: listener, connection, socket, timer, other or unknown */
+    u8 cause_basis; /* wakeup: how the cause was decided */
+    u8 raddr[16]; /* conn/accept: peer address, 16 bytes in network order, IPv6 or IPv4-mapped (::ffff:a.b.c.d); with rport, the peer */
     char comm[16]; /* thread: command name */
     u8 pad[6]; /* padding to a multiple of 8 bytes */
 };
