@@ -18,6 +18,11 @@ REUSEPORT = ("give each worker its own listening socket with SO_REUSEPORT (Linux
              "kernel then hands each connection to one of them")
 EXCLUSIVE = ("add the listening socket to each worker's epoll with EPOLLEXCLUSIVE (Linux 4.5+): "
              "one waiter wakes per connection")
+ONE_EPOLL = ("several workers wait in one epoll instance: each leaves with the listener still "
+             "ready (level-triggered) and wakes the next; give each worker its own epoll with "
+             "EPOLLEXCLUSIVE, or add the listener with EPOLLET or EPOLLONESHOT")
+ALREADY_EXCLUSIVE = ("the listener is already added with EPOLLEXCLUSIVE, which wakes at least one "
+                     "waiter and more when several are idle; " + REUSEPORT)
 # Fixes by the wait the herd's workers were woken in.
 WAIT_FIXES: dict[str, tuple[str, ...]] = {
     "epoll": (EXCLUSIVE, REUSEPORT),
@@ -50,6 +55,22 @@ class Verdict:
         return d
 
 
+# How /proc showed the listener waited on (collectors/listeners.py), in words.
+MODE_WORDS = {"epoll-shared": "epoll without EPOLLEXCLUSIVE",
+              "epoll-exclusive": "epoll with EPOLLEXCLUSIVE",
+              "reuseport": "a socket per worker (SO_REUSEPORT)"}
+
+
+WAIT_WORDS = {"epoll": "epoll", "select/poll": "select() or poll()",
+              "accept": "a blocking accept()", "kevent": "kevent()"}
+
+
+def listener_mode(rec: Recording) -> str | None:
+    """The mode /proc showed for the recording's listeners, where they agree."""
+    modes = {lst.get("mode") for lst in rec.meta.get("target", {}).get("listeners", [])}
+    return modes.pop() if len(modes) == 1 else None
+
+
 def waits_of_herd(rec: Recording) -> list[str]:
     """The kinds of wait the listener's wakeups found the workers in, most used first."""
     calls = metrics.herd_wakeups(rec)["wait_call"].astype(str).map(WAIT_KINDS).dropna()
@@ -80,13 +101,32 @@ def judge(rec: Recording, summary: dict[str, Any] | None = None) -> Verdict:
     eagain = s["eagain_per_accept"] or 0.0
     text = (f"herd: {measure:.1f} threads woken per connection, {idle:.0%} of them for nothing, "
             f"{eagain:.1f} EAGAIN per accept{basis}")
+    mode = listener_mode(rec)
+    waits = waits_of_herd(rec)
+    how = MODE_WORDS.get(mode or "") or (WAIT_WORDS[waits[0]] if waits else None)
+    if how:
+        text += f" (the workers wait in {how})"
     fixes: list[str] = []
     server = server_name(rec)
     if server in SERVER_FIXES:
         fixes += SERVER_FIXES[server]
-    for kind in waits_of_herd(rec)[:1]:
-        fixes += WAIT_FIXES[kind]
+    fixes += wait_fixes(rec, mode)
     return Verdict("herd", text, tuple(dict.fromkeys(fixes)))
+
+
+def wait_fixes(rec: Recording, mode: str | None) -> tuple[str, ...]:
+    """The fix for the wait most of the herd's wakeups came out of."""
+    waits = waits_of_herd(rec)
+    if not waits:
+        return ()
+    if waits[0] == "epoll":
+        herd = metrics.herd_wakeups(rec)
+        extra = len(herd) - herd["conn_id"].nunique()  # beyond one per connection
+        if extra > 0 and herd["epoll_rewake"].sum() > extra / 2:  # waiters woke each other
+            return (ONE_EPOLL, REUSEPORT)
+        if mode == "epoll-exclusive":
+            return (ALREADY_EXCLUSIVE,)
+    return WAIT_FIXES[waits[0]]
 
 
 def judged_summary(rec: Recording) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from herdtrace.collectors import targets
+from herdtrace.collectors import listeners, targets
 from herdtrace.collectors.ringbuf import RingReader
 from herdtrace.collectors.session import (
     READY_LINE,
@@ -66,6 +66,8 @@ class Recorder:
         self.command: targets.GatedCommand | None = None
         self.traced_at_start: list[targets.ThreadInfo] = []
         self.listen_ports: set[int] = set()
+        self.listeners: list[listeners.Listener] = []  # the last scan that found any
+        self.next_scan = (0.0, 0.5)  # when to scan /proc for listeners again, and the step
         self.cmdlines = {str(p): cmdline(p) for p in opts.pids}
         self.warned_daemon = False
         self.say: Callable[[str], None] = lambda _: None
@@ -123,8 +125,22 @@ class Recorder:
             fresh = [t for t in targets.threads_of(procs) if t.tid not in seen]
             self._trace(fresh, start_ns)
             seen.update({t.tid: t for t in fresh})
-            self._trace_ports(targets.listening_ports(procs))
+            self._scan_listeners(procs)
         self.traced_at_start = list(seen.values())
+
+    def _scan_listeners(self, procs: list[int] | None = None) -> None:
+        """Which listeners the targets hold and how they wait on them (/proc). Again
+        0.5, 2.5, 10.5, ... s into recording and at the end: a server started by
+        `-- CMD` listens after its start, and may be gone at the end."""
+        if procs is None:
+            roots = set(self.opts.pids) | (self.sink.tally.processes if self.sink else set())
+            if self.command is not None:
+                roots.add(self.command.pid)
+            procs = [p for p in roots if targets.is_alive(p)]
+        found = listeners.scan(procs)
+        if found:
+            self.listeners = found
+            self._trace_ports({lst.port for lst in found})
 
     def _initial_thread_rows(self, start_ns: int) -> np.ndarray:
         rows = np.zeros(len(self.traced_at_start), dtype=EVENT_DTYPE)
@@ -246,6 +262,7 @@ class Recorder:
         self.reader = RingReader(ring.map_fd, opts.probe.ringbuf_pages * mmap.PAGESIZE, EVENT_DTYPE)
         self.sink = Sink(opts.output)
         self.last_drain = time.monotonic()
+        self.next_scan = (self.last_drain + 0.5, 2.0)
         try:
             self._write(self._initial_thread_rows(start_ns))
             if self.command is not None:
@@ -278,6 +295,10 @@ class Recorder:
                 return "signal"
             if opts.duration is not None and time.monotonic_ns() - start_ns >= opts.duration * 1e9:
                 return "duration"
+            if now >= self.next_scan[0]:
+                at, step = self.next_scan
+                self.next_scan = (max(at, now) + step, step * 4)
+                self._scan_listeners()
             if now - last_check >= 0.1:
                 last_check = now
                 if self._target_gone():
@@ -285,6 +306,7 @@ class Recorder:
 
     def _finish(self, start_ns: int, wall_offset: int, reason: str) -> RecordSummary:
         assert self.sink is not None
+        self._scan_listeners()
         # Freeze the probes so the kernel state is final, drain, then close open wakeups.
         control = self.bpf[b"control"]
         control[control.Key(0)] = control.Leaf(1)
@@ -326,6 +348,8 @@ class Recorder:
                 "cmdlines": self.cmdlines,
                 "threads_at_start": len(self.traced_at_start),
                 "listen_ports": sorted(self.listen_ports | self._kernel_ports()),
+                # Each listener as /proc showed it: holders, sockets, epoll flags, mode.
+                "listeners": [lst.to_json() for lst in self.listeners],
                 # Every process followed: the targets, and what they forked or spawned.
                 "followed_pids": sorted(self.sink.tally.processes) if self.sink else [],
             },

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from herdtrace.collectors import targets
+from herdtrace.collectors import listeners, targets
 from herdtrace.collectors.dtrace_parser import DtraceParser, ParseStats
 from herdtrace.collectors.session import (
     READY_LINE,
@@ -96,7 +96,7 @@ def record_dtrace(
     cmd = dtrace_command(opts)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stderr is not None
-    parser = DtraceParser(targets.listening_ports(targets.descendants(opts.pids))
+    parser = DtraceParser(listeners.ports_of(targets.descendants(opts.pids))
                           if opts.pids else None)
     sink = Sink(opts.output)
     try:

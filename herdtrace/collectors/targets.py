@@ -11,7 +11,6 @@ from pathlib import Path
 from herdtrace.errors import HerdtraceError
 
 PROC = Path("/proc")
-TCP_LISTEN = "0A"
 
 
 @dataclass(frozen=True)
@@ -106,38 +105,6 @@ def threads_of(pids: list[int]) -> list[ThreadInfo]:
             out.append(ThreadInfo(tid=tid, tgid=pid, parent=parent, comm=comm,
                                   syscall=read_syscall(pid, tid)))
     return out
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    inodes: set[int] = set()
-    try:
-        fds = list((PROC / str(pid) / "fd").iterdir())
-    except OSError:
-        return inodes
-    for fd in fds:
-        try:
-            link = os.readlink(fd)
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(int(link[8:-1]))
-    return inodes
-
-
-def listening_ports(pids: list[int]) -> set[int]:
-    """TCP ports on which these processes hold a listening socket."""
-    ports: set[int] = set()
-    for pid in pids:
-        inodes = _socket_inodes(pid)
-        if not inodes:
-            continue
-        for table in ("tcp", "tcp6"):
-            text = _read(PROC / str(pid) / "net" / table) or ""
-            for line in text.splitlines()[1:]:
-                cols = line.split()
-                if len(cols) > 9 and cols[3] == TCP_LISTEN and int(cols[9]) in inodes:
-                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
-    return ports
 
 
 class GatedCommand:

@@ -22,12 +22,15 @@ from tests.integration.independent import BpftraceCounter, Counts
 REQUESTS = 1000
 ServerFactory = Callable[[Path], contextlib.AbstractContextManager[RunningServer]]
 
-SERVERS: dict[str, tuple[ServerFactory, tuple[float, float]]] = {
-    # name: (start it, herd_factor bounds)
-    "nginx-reuseport": (lambda wd: real_servers.nginx(wd, reuseport=True), (0.95, 1.05)),
-    "nginx-accept-mutex-off": (lambda wd: real_servers.nginx(wd, accept_mutex=False), (0.95, 1.05)),
-    "gunicorn-sync": (real_servers.gunicorn, (2.5, 4.5)),
-    "uvicorn-workers": (real_servers.uvicorn, (2.5, 4.5)),
+SERVERS: dict[str, tuple[ServerFactory, tuple[float, float], str | None]] = {
+    # name: (start it, herd_factor bounds, the mode /proc shows: gunicorn's sync
+    # workers select(), which /proc cannot show)
+    "nginx-reuseport": (lambda wd: real_servers.nginx(wd, reuseport=True), (0.95, 1.05),
+                        "reuseport"),
+    "nginx-accept-mutex-off": (lambda wd: real_servers.nginx(wd, accept_mutex=False),
+                               (0.95, 1.05), "epoll-exclusive"),
+    "gunicorn-sync": (real_servers.gunicorn, (2.5, 4.5), None),
+    "uvicorn-workers": (real_servers.uvicorn, (2.5, 4.5), "epoll-shared"),
 }
 
 
@@ -75,8 +78,10 @@ def _tools() -> None:
 
 @pytest.mark.parametrize("name", list(SERVERS))
 def test_herd_factor_on_real_servers(tmp_path: Path, name: str) -> None:
-    factory, (low, high) = SERVERS[name]
+    factory, (low, high), mode = SERVERS[name]
     rec, counts = record_beside_bpftrace(tmp_path, factory, REQUESTS)
+    (listener,) = rec.meta["target"]["listeners"]
+    assert listener["mode"] == mode and listener["port"] in rec.meta["target"]["listen_ports"]
     mine = in_window(rec, counts)
     summary = metrics.summarize(rec)
     # Raw counts agree with the independent tracer in the same window.
@@ -109,7 +114,7 @@ def test_herd_factor_on_real_servers(tmp_path: Path, name: str) -> None:
 def test_conn_state_rule_classifies_like_sk_data_ready(tmp_path: Path, name: str) -> None:
     """Every wakeup carries both verdicts: the sk_data_ready cause and what the
     connection-state rule (the fallback for kernels before 6.6) would say."""
-    factory, _ = SERVERS[name]
+    factory, _, _ = SERVERS[name]
     rec, _ = record_beside_bpftrace(tmp_path, factory, REQUESTS, extra=("--cross-check-causes",))
     w = rec.wakeups
     assert rec.meta["attribution"] == "sk_data_ready"
@@ -120,7 +125,7 @@ def test_conn_state_rule_classifies_like_sk_data_ready(tmp_path: Path, name: str
 
 
 def test_forced_conn_state_rule_gives_the_same_herd(tmp_path: Path) -> None:
-    factory, (low, high) = SERVERS["gunicorn-sync"]
+    factory, (low, high), _ = SERVERS["gunicorn-sync"]
     rec, _ = record_beside_bpftrace(tmp_path, factory, REQUESTS, extra=("--cause-basis", "conn-state"))
     summary = metrics.summarize(rec)
     assert rec.meta["attribution"] == "conn_state"
@@ -130,7 +135,7 @@ def test_forced_conn_state_rule_gives_the_same_herd(tmp_path: Path) -> None:
 
 
 def test_no_duplicate_or_torn_rows_at_saturation(tmp_path: Path) -> None:
-    factory, _ = SERVERS["nginx-accept-mutex-off"]
+    factory, _, _ = SERVERS["nginx-accept-mutex-off"]
     rec, counts = record_beside_bpftrace(tmp_path, factory, 20000, concurrency=16)
     w = rec.wakeups
     summary = metrics.summarize(rec)

@@ -11,7 +11,6 @@ import pyarrow.parquet as pq
 
 from herdtrace.analysis import load, metrics
 from herdtrace.bench.execute import truth_check
-
 from tests.unit.test_analysis import two_connections
 
 

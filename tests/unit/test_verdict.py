@@ -7,9 +7,17 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from herdtrace.analysis import load
-from herdtrace.analysis.verdict import EXCLUSIVE, REUSEPORT, SERVER_FIXES, Verdict, judge
+from herdtrace.analysis.verdict import (
+    ALREADY_EXCLUSIVE,
+    EXCLUSIVE,
+    ONE_EPOLL,
+    REUSEPORT,
+    SERVER_FIXES,
+    Verdict,
+    judge,
+)
 from herdtrace.cli import app
-from herdtrace.schema import Outcome, WaitCall
+from herdtrace.schema import Flag, Kind, Outcome, WaitCall
 from tests.unit.builder import Builder
 
 A, E, AB = Outcome.ACCEPTED, Outcome.EAGAIN, Outcome.ABSORBED
@@ -40,7 +48,7 @@ def test_epoll_herd_in_nginx_names_nginx_and_epoll_fixes(tmp_path: Path) -> None
     v = verdict_of(herd("nginx", WaitCall.EPOLL_WAIT), tmp_path)
     assert v.level == "herd"
     assert v.text == ("herd: 3.0 threads woken per connection, 67% of them for nothing, "
-                      "1.0 EAGAIN per accept")
+                      "1.0 EAGAIN per accept (the workers wait in epoll)")
     assert v.fixes == (*SERVER_FIXES["nginx"], EXCLUSIVE, REUSEPORT)
 
 
@@ -74,3 +82,20 @@ def test_analyze_prints_verdict_and_fix(tmp_path: Path) -> None:
     assert "fix: nginx: add `reuseport`" in out
     data = CliRunner().invoke(app, ["analyze", str(path), "--json"]).output
     assert '"level": "herd"' in data
+
+
+def test_listener_mode_from_proc_is_named_and_changes_the_fix(tmp_path: Path) -> None:
+    listener = {"addr": "0.0.0.0", "port": 8080, "pids": [10, 11], "mode": "epoll-exclusive"}
+    v = verdict_of(herd("srv", WaitCall.EPOLL_WAIT), tmp_path,
+                   target={"listeners": [listener]})
+    assert v.text.endswith("(the workers wait in epoll with EPOLLEXCLUSIVE)")
+    assert v.fixes == (ALREADY_EXCLUSIVE,)
+
+
+def test_waiters_waking_each_other_in_one_epoll(tmp_path: Path) -> None:
+    b = herd("srv", WaitCall.EPOLL_WAIT)
+    for row in b.rows:
+        if row["kind"] == Kind.WAKEUP:
+            row["flags"] |= Flag.EPOLL_REWAKE
+    v = verdict_of(b, tmp_path)
+    assert v.fixes == (ONE_EPOLL, REUSEPORT)
