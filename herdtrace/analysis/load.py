@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,28 +97,37 @@ _KIND_COLUMNS: dict[Kind, list[str]] = {
 
 def _read_kinds(pf: pq.ParquetFile, path: Path, kinds: tuple[Kind, ...]) -> dict[Kind, pa.Table]:
     """One pass over the file, row group by row group (bounded memory), split by kind."""
-    present = set(pf.schema_arrow.names)
-    wanted = {k: _KIND_COLUMNS[k] for k in kinds}
-    columns = sorted({c for cols in wanted.values() for c in cols if c in present} | {"kind"})
-    absent = [c for c in ADDED_IN_2 if c not in present]
-    parts: dict[Kind, list[pa.Table]] = {k: [] for k in wanted}
+    columns = sorted({c for k in kinds for c in _KIND_COLUMNS[k] if c in pf.schema_arrow.names}
+                     | {"kind"})
     try:
-        for i in range(pf.num_row_groups):
-            rg = as_codes(pf.read_row_group(i, columns=columns))
-            for c in absent:
-                rg = rg.append_column(c, pa.array(np.zeros(rg.num_rows, np.uint8)))
-            kind_col = rg["kind"]
-            for kind, cols in wanted.items():
-                parts[kind].append(rg.select(cols).filter(pc.equal(kind_col, int(kind))))
+        return split_kinds((pf.read_row_group(i, columns=columns) for i in range(pf.num_row_groups)),
+                           pf.schema_arrow, kinds)
     except (pa.ArrowException, OSError) as exc:
         raise HerdtraceError(f"{path}: corrupt recording ({exc})") from None
-    schema = pf.schema_arrow
 
-    def empty(c: str) -> pa.Array:
-        return pa.array([], type=schema.field(c).type if c in present else pa.uint8())
+
+def split_kinds(row_groups: Iterable[pa.Table], schema: pa.Schema,
+                kinds: tuple[Kind, ...]) -> dict[Kind, pa.Table]:
+    """Row groups of a recording (any schema version) -> one table per kind, with the
+    columns analysis reads, enum columns as their values."""
+    present = set(schema.names)
+    wanted = {k: _KIND_COLUMNS[k] for k in kinds}
+    absent = [c for c in ADDED_IN_2 if c not in present]
+    parts: dict[Kind, list[pa.Table]] = {k: [] for k in wanted}
+    for rg in row_groups:
+        rg = as_codes(rg)
+        for c in absent:
+            rg = rg.append_column(c, pa.array(np.zeros(rg.num_rows, np.uint8)))
+        kind_col = rg["kind"]
+        for kind, cols in wanted.items():
+            parts[kind].append(rg.select(cols).filter(pc.equal(kind_col, int(kind))))
+    empty = as_codes(schema.empty_table())
+
+    def no_rows(c: str) -> pa.Array:
+        return pa.array([], type=empty.schema.field(c).type if c in present else pa.uint8())
 
     return {
-        kind: pa.concat_tables(tables) if tables else pa.table({c: empty(c) for c in wanted[kind]})
+        kind: pa.concat_tables(tables) if tables else pa.table({c: no_rows(c) for c in wanted[kind]})
         for kind, tables in parts.items()
     }
 
@@ -270,6 +280,21 @@ def threads_frame(started: pd.DataFrame, exited: pd.DataFrame) -> pd.DataFrame:
     ends = exited.groupby("tid")["ts"].max().rename("exit_ts")
     df = df.drop_duplicates("tid", keep="first").join(ends, on="tid")
     return df.sort_values("start_ts", kind="stable").reset_index(drop=True)
+
+
+def recording_from_table(table: pa.Table, meta: dict[str, Any], path: Path,
+                         label: str) -> Recording:
+    """A Recording from events already in memory (`top`'s interval), as if loaded."""
+    kinds = (Kind.WAKEUP, Kind.ACCEPT, Kind.CONN, Kind.THREAD, Kind.THREAD_EXIT)
+    tables = split_kinds([table], table.schema, kinds)
+    return Recording(
+        path=path, label=label, meta=meta,
+        wakeups=wakeups_frame(_take_pandas(tables, Kind.WAKEUP)),
+        accepts=accepts_frame(_take_pandas(tables, Kind.ACCEPT)),
+        connections=connections_frame(_take_pandas(tables, Kind.CONN)),
+        threads=threads_frame(_take_pandas(tables, Kind.THREAD),
+                              _take_pandas(tables, Kind.THREAD_EXIT)),
+    )
 
 
 def load_recording(path: Path | str, label: str | None = None) -> Recording:

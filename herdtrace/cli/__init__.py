@@ -52,9 +52,9 @@ def _main(
 
 
 def _register() -> None:
-    from herdtrace.cli import analyze, bench, doctor, lab, record, report
+    from herdtrace.cli import analyze, bench, doctor, lab, record, report, top
 
-    for module in (doctor, record, analyze, report, bench):
+    for module in (doctor, record, top, analyze, report, bench):
         module.register(app)
     lab.register(app, _Group)
 

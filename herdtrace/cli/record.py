@@ -30,6 +30,7 @@ def default_output() -> Path:
 def record_command(
     command: Annotated[list[str] | None, typer.Argument(metavar="[-- COMMAND [ARGS]...]", show_default=False, help="A command to start and trace from its first instruction, instead of --pid.")] = None,
     pid: Annotated[list[int] | None, typer.Option("--pid", "-p", metavar="PID", show_default=False, help="Process to trace, with its threads and children (repeatable).")] = None,
+    port: Annotated[list[int] | None, typer.Option("--port", "-P", metavar="PORT", show_default=False, help="Trace the processes listening on this TCP port, without looking up a pid (repeatable).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", show_default=False, help="Recording file [default: herdtrace-YYYYmmdd-HHMMSS.parquet].")] = None,
     duration: Annotated[float | None, typer.Option("--duration", "-d", metavar="SECONDS", show_default=False, help="Seconds to record [default: until Ctrl-C/SIGTERM or the target exits].")] = None,
     buffer_pages: Annotated[int, typer.Option(metavar="PAGES", help="Ring buffer size in pages (a power of two).")] = 4096,
@@ -48,6 +49,8 @@ def record_command(
 
       herdtrace record -p 1234 -o nginx.parquet -d 30
 
+      herdtrace record -P 80 -o web.parquet -d 30
+
       herdtrace record -o lab.parquet -- herdtrace lab serve --mode epoll-shared
     """
     from herdtrace.collectors.bpf_collector import record
@@ -62,8 +65,9 @@ def record_command(
     if print_bpf:
         typer.echo(program.source_text(program.plan(probe)))
         return
+    pids = tuple(pid or ()) + listening_pids(port or [])
     opts = RecordOptions(
-        output=out, pids=tuple(pid or ()), command=tuple(command or ()),
+        output=out, pids=pids, command=tuple(command or ()),
         duration=duration, probe=probe, force=force, label=label,
     )
     stop = threading.Event()
@@ -78,6 +82,22 @@ def record_command(
         record(opts, stop, on_ready=say, on_done=print_summary)
     else:
         raise HerdtraceError(f"unknown --backend {backend!r}; backends: bcc, dtrace")
+
+
+def listening_pids(ports: list[int]) -> tuple[int, ...]:
+    """The processes holding a listening socket on each port; an error for a port
+    nothing listens on."""
+    from herdtrace.collectors import listeners
+    from herdtrace.validate import check_port
+
+    pids: list[int] = []
+    for port in ports:
+        check_port(port)
+        holders = listeners.holders_of_ports([port])
+        if not holders:
+            raise HerdtraceError(f"nothing listens on TCP port {port} (IPv4 or IPv6)")
+        pids += holders
+    return tuple(dict.fromkeys(pids))
 
 
 def print_summary(summary: RecordSummary) -> None:

@@ -70,8 +70,9 @@ class Recorder:
         self.next_scan = (0.0, 0.5)  # when to scan /proc for listeners again, and the step
         self.cmdlines = {str(p): cmdline(p) for p in opts.pids}
         self.warned_daemon = False
-        self.say: Callable[[str], None] = lambda _: None
+        self.say: Callable[[str], None] = lambda _: None  # the ready line and warnings
         self.last_drain = 0.0
+        self.last_check = 0.0
 
     # ---- set-up -------------------------------------------------------------
     def _drain(self) -> float:
@@ -231,7 +232,7 @@ class Recorder:
         opts = self.opts
         if on_ready:
             self.say = on_ready
-        opts.validate()
+        self._validate()
         program.require_privilege()
         self.plan = program.plan(opts.probe)
         if opts.command:
@@ -248,41 +249,66 @@ class Recorder:
         self.stats_at_start = self._prog_stats()
         start_ns = time.monotonic_ns()
         wall_offset = time.time_ns() - start_ns
-        if self.command is not None:
-            self.traced_at_start = [targets.ThreadInfo(self.command.pid, self.command.pid,
-                                                       os.getpid(), opts.command[0][:15])]
-            self._trace(self.traced_at_start, start_ns)
-        else:
-            self._attach_pids(start_ns)
-            if not self.listen_ports:
-                self.say(f"herdtrace: warning: pid {', '.join(map(str, opts.pids))} has no TCP "
-                         "listening socket: there will be wakeups but no listener wakeups or "
-                         "connections (is it the server's main process?)")
+        self._attach(start_ns)
         ring = self.bpf[b"events"]
         self.reader = RingReader(ring.map_fd, opts.probe.ringbuf_pages * mmap.PAGESIZE, EVENT_DTYPE)
-        self.sink = Sink(opts.output)
+        self.sink = self._make_sink()
         self.last_drain = time.monotonic()
         self.next_scan = (self.last_drain + 0.5, 2.0)
         try:
             self._write(self._initial_thread_rows(start_ns))
             if self.command is not None:
                 self.command.release()
-            if on_ready:
-                what = " ".join(opts.command) if opts.command else f"pid {', '.join(map(str, opts.pids))}"
-                n = len(self.traced_at_start)
-                until = (f"for {opts.duration:g} s" if opts.duration else
-                         "until it exits" if opts.command else "(Ctrl-C to stop)")
-                on_ready(f"{READY_LINE} {n} thread{'s' if n != 1 else ''} of {what} "
-                         f"-> {opts.output} {until}")
+            self.say(self._ready_line())
             reason = self._loop(stop, start_ns)
             return self._finish(start_ns, wall_offset, reason)
         except BaseException:
             self.sink.abandon()  # no half-written recording left behind
             raise
 
+    # ---- what `top` changes (collectors/watch.py) --------------------------------
+    def _validate(self) -> None:
+        self.opts.validate()
+
+    def _attach(self, start_ns: int) -> None:
+        if self.command is not None:
+            self.traced_at_start = [targets.ThreadInfo(self.command.pid, self.command.pid,
+                                                       os.getpid(), self.opts.command[0][:15])]
+            self._trace(self.traced_at_start, start_ns)
+            return
+        self._attach_pids(start_ns)
+        if not self.listen_ports:
+            self.say(f"herdtrace: warning: pid {', '.join(map(str, self.opts.pids))} has no TCP "
+                     "listening socket: there will be wakeups but no listener wakeups or "
+                     "connections (is it the server's main process?)")
+
+    def _make_sink(self) -> Sink:
+        return Sink(self.opts.output)
+
+    def _ready_line(self) -> str:
+        opts = self.opts
+        what = " ".join(opts.command) if opts.command else f"pid {', '.join(map(str, opts.pids))}"
+        n = len(self.traced_at_start)
+        until = (f"for {opts.duration:g} s" if opts.duration else
+                 "until it exits" if opts.command else "(Ctrl-C to stop)")
+        return (f"{READY_LINE} {n} thread{'s' if n != 1 else ''} of {what} "
+                f"-> {opts.output} {until}")
+
+    def _tick(self, now: float) -> str | None:
+        """Between drains: a reason to stop, or None. Rescans /proc for listeners on
+        its schedule and checks, ten times a second, whether the targets are gone."""
+        if now >= self.next_scan[0]:
+            at, step = self.next_scan
+            self.next_scan = (max(at, now) + step, step * 4)
+            self._scan_listeners()
+        if now - self.last_check >= 0.1:
+            self.last_check = now
+            if self._target_gone():
+                return "target exited"
+        return None
+
     def _loop(self, stop: threading.Event, start_ns: int) -> str:
         opts = self.opts
-        last_check = 0.0
         while True:
             # Drain on a clock, not on every ring-buffer notification: batches of
             # thousands cost what one record would, and 16 MiB holds ~130k records.
@@ -295,14 +321,9 @@ class Recorder:
                 return "signal"
             if opts.duration is not None and time.monotonic_ns() - start_ns >= opts.duration * 1e9:
                 return "duration"
-            if now >= self.next_scan[0]:
-                at, step = self.next_scan
-                self.next_scan = (max(at, now) + step, step * 4)
-                self._scan_listeners()
-            if now - last_check >= 0.1:
-                last_check = now
-                if self._target_gone():
-                    return "target exited"
+            reason = self._tick(now)
+            if reason:
+                return reason
 
     def _finish(self, start_ns: int, wall_offset: int, reason: str) -> RecordSummary:
         assert self.sink is not None

@@ -7,6 +7,7 @@ import os
 import platform
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,9 @@ class RecordOptions:
 
     def validate(self) -> None:
         if not self.pids and not self.command:
-            raise HerdtraceError("nothing to record: give --pid PID (repeatable) or -- COMMAND [ARGS]")
+            raise HerdtraceError("nothing to record: give --pid PID or --port PORT (repeatable), or -- COMMAND [ARGS]")
         if self.pids and self.command:
-            raise HerdtraceError("give --pid PID or -- COMMAND [ARGS], not both")
+            raise HerdtraceError("give --pid/--port or -- COMMAND [ARGS], not both")
         check_positive("--duration", self.duration)
         self.validate_output()
         targets.require_alive(self.pids)
@@ -97,28 +98,35 @@ class Sink:
     """The recording being written, with its running counts.
 
     Records go to a spool that a low-priority process turns into Parquet row
-    groups (collectors/spool.py): the recording process never encodes.
+    groups (collectors/spool.py): the recording process never encodes. Without
+    a path (`top` with no -o) nothing is written; `tap` sees every batch.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None, tap: Callable[[np.ndarray], None] | None = None) -> None:
         self.path = path
-        self.spool = SpoolFile(path)
+        self.spool = SpoolFile(path) if path is not None else None
+        self.tap = tap
         self.tally = Tally()
         self.rows = 0
 
     def write(self, ev: np.ndarray) -> None:
         if len(ev) == 0:
             return
-        self.spool.append(ev)
+        if self.spool is not None:
+            self.spool.append(ev)
+        if self.tap is not None:
+            self.tap(ev)
         self.tally.add(ev)
         self.rows += len(ev)
 
     def close(self, metadata: dict[str, Any]) -> None:
         """Hand over the metadata; returns once the file is complete."""
-        self.spool.finish(metadata)
+        if self.spool is not None:
+            self.spool.finish(metadata)
 
     def abandon(self) -> None:
-        self.spool.abandon()
+        if self.spool is not None:
+            self.spool.abandon()
 
     def summary(self, opts: RecordOptions, duration_s: float, lost: int,
                 probe_misses: int | None, reason: str) -> RecordSummary:

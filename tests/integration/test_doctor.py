@@ -57,6 +57,10 @@ def test_not_root_is_one_line(open_dir: Path) -> None:
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [
         "herdtrace: error: recording needs root (or CAP_BPF and CAP_PERFMON): run with sudo"]
+    top = as_nobody([*HT, "top", "1", "1"], tmp_path)
+    assert top.returncode != 0 and top.stdout == ""
+    assert top.stderr.strip().splitlines() == [
+        "herdtrace: error: recording needs root (or CAP_BPF and CAP_PERFMON): run with sudo"]
     doctor = as_nobody([*HT, "doctor"], tmp_path)
     assert doctor.returncode == 1
     # Unprivileged, every BPF and tracefs check would fail for want of root: one line.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,9 @@ from typer.testing import CliRunner
 from herdtrace.analysis import load, metrics
 from herdtrace.bench.runner import RunSpec, run_once
 from herdtrace.cli import app
+from herdtrace.workloads.lab import LabServer
+from herdtrace.workloads.loadgen import LoadOptions, run_load
+from herdtrace.workloads.server import ServerOptions
 from tests.integration.helpers import record_lab_command
 
 CONNECTIONS = 1000
@@ -141,3 +146,22 @@ def test_pid_without_a_listener_is_warned_about(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "has no TCP listening socket" in proc.stderr
     assert "1 thread of pid" in proc.stderr and "for 0.5 s" in proc.stderr
+
+
+def test_record_by_port_finds_the_server(tmp_path: Path) -> None:
+    """--port P traces whoever listens on P: here the lab's parent and workers."""
+    out = tmp_path / "port.parquet"
+    with LabServer(ServerOptions(mode="epoll-shared", workers=3)) as srv:
+        proc = subprocess.Popen([sys.executable, "-m", "herdtrace", "record", "-P", str(srv.port),
+                                 "-o", str(out)], stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith("herdtrace: recording")
+        load_result = run_load(LoadOptions(port=srv.port, concurrency=1, connections=200))
+        truth = srv.stop()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    rec = load.load_recording(out)
+    assert srv.pid in rec.meta["target"]["pids"] and len(rec.meta["target"]["pids"]) == 4
+    s = metrics.summarize(rec)
+    assert s["accepted"] == truth.accepts == load_result.completed == 200
+    assert s["accept_eagain"] == truth.eagain

@@ -34,7 +34,8 @@ class Builder:
 
     def wakeup(self, ts: int, tid: int, outcome: Outcome, oncpu: int = 0, conn_id: int = 0,
                accepts: int = 0, eagains: int = 0, call: WaitCall = WaitCall.EPOLL_WAIT,
-               tgid: int = 10, cause: Cause | None = None, ret: int = 1) -> Builder:
+               tgid: int = 10, cause: Cause | None = None, ret: int = 1,
+               lport: int = 8080) -> Builder:
         """A wakeup; its cause defaults to the listener where a connection is given."""
         if cause is None:
             cause = Cause.LISTENER if conn_id else Cause.OTHER
@@ -43,12 +44,13 @@ class Builder:
                               conn_id=conn_id, outcome=outcome, accepts=accepts, eagains=eagains,
                               wait_call=call, flags=Flag.NET_CAUSE if conn_id else 0,
                               cause=cause, cause_basis=CauseBasis.SK_DATA_READY,
+                              lport=lport if cause == Cause.LISTENER else 0,
                               other_tid=99, other_tgid=99))
         return self
 
     def accept(self, ts: int, tid: int, ret: int, rport: int = 0, addr: str = "127.0.0.1",
-               tgid: int = 10) -> Builder:
-        row: dict[str, Any] = dict(kind=Kind.ACCEPT, ts=ts, tid=tid, tgid=tgid, ret=ret, fd=3,
+               tgid: int = 10, fd: int = 3) -> Builder:
+        row: dict[str, Any] = dict(kind=Kind.ACCEPT, ts=ts, tid=tid, tgid=tgid, ret=ret, fd=fd,
                                    wait_call=WaitCall.ACCEPT4)
         if rport:
             row.update(rport=rport, raddr=v4(addr), flags=Flag.PEER)

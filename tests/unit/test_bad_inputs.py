@@ -47,6 +47,14 @@ BAD = {  # name: (arguments with {rec} and {tmp}, words the one line must hold)
     "record a pid and a command": (["record", "-p", "1", "-o", "{tmp}/a.parquet", "--", "true"], "not both"),
     "record into a picture": (["record", "-p", "1", "-o", "{tmp}/a.png"], ".parquet"),
     "record no such pid": (["record", "-p", "999999999", "-o", "{tmp}/a.parquet"], "no such process"),
+    "record a port nothing listens on": (["record", "-P", "1", "-o", "{tmp}/a.parquet"],
+                                         "nothing listens on TCP port 1"),
+    "top every 0 s": (["top", "0"], "INTERVAL must be a positive number"),
+    "top every nan s": (["top", "nan"], "INTERVAL must be a positive number"),
+    "top 0 times": (["top", "1", "0"], "COUNT must be at least 1"),
+    "top port 70000": (["top", "-P", "70000"], "0-65535"),
+    "top no such pid": (["top", "-p", "999999999"], "no such process"),
+    "top into a picture": (["top", "-o", "{tmp}/a.png"], ".parquet"),
     "serve on port 70000": (["lab", "serve", "-P", "70000"], "0-65535"),
     "load port 70000": (["lab", "load", "-P", "70000", "-c", "1", "-k", "1"], "0-65535"),
     "load for nan seconds": (["lab", "load", "-c", "1", "-d", "nan"], "--duration"),
@@ -66,7 +74,7 @@ def test_help_and_version() -> None:
     for flag in ("-h", "--help"):
         out = run([flag])
         assert out.returncode == 0 and "record" in out.stdout
-    for cmd in ("record", "analyze", "report", "bench", "doctor", "lab"):
+    for cmd in ("record", "top", "analyze", "report", "bench", "doctor", "lab"):
         assert run([cmd, "-h"]).returncode == 0
     version = run(["--version"])
     assert version.returncode == 0 and version.stdout.startswith("herdtrace ")

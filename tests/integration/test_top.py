@@ -1,0 +1,79 @@
+"""`herdtrace top` finds two real servers listening at once, without a pid, and
+reports each one's herd from the load that was sent."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from herdtrace.analysis import load, per_listener
+from herdtrace.collectors import listeners
+from herdtrace.workloads import real_servers
+from tests.integration.test_real_servers import ab
+
+REQUESTS = 400
+INTERVALS = 8
+
+
+def top(args: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "herdtrace", "top", "--json", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    ready = proc.stderr.readline()  # probes attached: the load may start
+    assert ready.startswith("herdtrace: watching 2 listeners"), ready + proc.stderr.read()
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    if shutil.which("nginx") is None or shutil.which("ab") is None:
+        pytest.skip("nginx or ab missing: run make setup")
+    if real_servers.python_tool("gunicorn") is None:
+        pytest.skip("gunicorn missing: run make setup")
+
+
+def test_top_finds_both_servers_and_their_herds(tmp_path: Path) -> None:
+    (tmp_path / "nginx").mkdir()
+    (tmp_path / "gunicorn").mkdir()
+    out = tmp_path / "top.parquet"
+    with contextlib.ExitStack() as stack:
+        nginx = stack.enter_context(real_servers.nginx(tmp_path / "nginx", reuseport=True))
+        gunicorn = stack.enter_context(real_servers.gunicorn(tmp_path / "gunicorn"))
+        proc = top(["-P", str(nginx.port), "-P", str(gunicorn.port), "-o", str(out),
+                    "1", str(INTERVALS)])
+        ab(nginx.port, REQUESTS)
+        ab(gunicorn.port, REQUESTS)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+        pids = {nginx.port: set(nginx.pids()), gunicorn.port: set(gunicorn.pids())}
+        seen = {lst.port: lst for lst in listeners.scan(ports=pids)}
+    intervals = [json.loads(line) for line in stdout.splitlines()]
+    assert len(intervals) == INTERVALS
+    assert all(i["lost_events"] == 0 and i["probe_misses"] == 0 for i in intervals)
+    rows = [row for i in intervals for row in i["listeners"]]
+    assert {row["port"] for row in rows} == set(pids)
+    totals = {}
+    for port, server_pids in pids.items():
+        mine = [row for row in rows if row["port"] == port]
+        assert all(set(row["pids"]) <= server_pids for row in mine)
+        accepts = sum(row["accepts"] for row in mine)
+        woken = sum(row["listener_wakeups"] for row in mine)
+        assert accepts == REQUESTS, (port, accepts)  # what ab sent, interval by interval
+        totals[port] = woken / accepts
+    assert 0.95 <= totals[nginx.port] <= 1.05, totals
+    assert totals[gunicorn.port] >= 2.5, totals
+    modes = {row["port"]: row["mode"] for row in rows if row["accepts"]}
+    assert modes == {nginx.port: "reuseport", gunicorn.port: "select"}
+    # The recording -o wrote, split by listener the same way, gives the same herds.
+    rec = load.load_recording(out)
+    for port, factor in totals.items():
+        part = per_listener.part_of(rec, seen[port])
+        row = per_listener.listener_row(seen[port], part, 1.0)
+        assert row["accepts"] == REQUESTS
+        assert row["herd_factor"] == pytest.approx(factor, rel=0.01)
