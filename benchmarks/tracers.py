@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import shutil
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from herdtrace.probes.features import REQUIRED_TRACEPOINTS
 from tests.integration.independent import script as counting_script
@@ -32,8 +34,8 @@ class Tracer:
 class _Process(Tracer):
     proc: subprocess.Popen[str]
 
-    def _wait_for(self, marker: str, timeout: float = 60.0) -> None:
-        stream = self.proc.stdout or self.proc.stderr
+    def _wait_for(self, marker: str, timeout: float = 60.0, stream: IO[str] | None = None) -> None:
+        stream = stream or self.proc.stdout or self.proc.stderr
         assert stream is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -96,6 +98,27 @@ class HerdtraceBesidePerf(Herdtrace):
     extra = ("--let-perf-see",)
 
 
+class Top(_Process):
+    """`herdtrace top` on the target's listeners: one report a second, no recording."""
+
+    name = "herdtrace top"
+
+    def start(self, pids: list[int], workdir: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "herdtrace", "top", "--json", "--pid", str(pids[0]), "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._wait_for("herdtrace: watching", stream=self.proc.stderr)
+
+    def stop(self) -> dict[str, object]:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=120)
+        reports = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        misses = [r["probe_misses"] for r in reports]
+        return {"lost_events": sum(r["lost_events"] for r in reports),
+                "probe_misses": None if None in misses else sum(misses)}
+
+
 class Bpftrace(_Process):
     """A bpftrace script counting wakeups, accepts and EAGAINs of the same processes."""
 
@@ -151,7 +174,7 @@ ABLATIONS = ("empty", "filter", "state")
 def available(baseline: type[Herdtrace] | None = None) -> list[type[Tracer]]:
     """In the order of the ablation table: untraced, the floor (empty programs), ...,
     herdtrace, then the tools it is compared with."""
-    found: list[type[Tracer]] = [Tracer, *(ablated(level) for level in ABLATIONS), Herdtrace]
+    found: list[type[Tracer]] = [Tracer, *(ablated(level) for level in ABLATIONS), Herdtrace, Top]
     if baseline is not None:
         found.append(baseline)
     if shutil.which("bpftrace"):

@@ -74,14 +74,26 @@ def _address(hex_addr: str) -> str:
 
 
 def listening_sockets(net_dir: Path) -> dict[int, tuple[str, int]]:
-    """Listening socket inode -> (address, port), IPv4 and IPv6, of one namespace."""
+    """Listening socket inode -> (address, port), IPv4 and IPv6, of one namespace.
+
+    The kernel lists listening sockets before the established hash, so reading
+    stops at the first other state: a busy server's /proc/net/tcp holds every
+    TIME_WAIT socket too (hundreds of thousands under a connection per request),
+    and generating those lines costs the kernel, and the traced server, dearly.
+    """
     out: dict[int, tuple[str, int]] = {}
     for table in ("tcp", "tcp6"):
-        for line in _read(net_dir / table).splitlines()[1:]:
-            cols = line.split()
-            if len(cols) > 9 and cols[3] == TCP_LISTEN:
-                host, port = cols[1].rsplit(":", 1)
-                out[int(cols[9])] = (_address(host), int(port, 16))
+        try:
+            with open(net_dir / table) as f:
+                next(f, None)  # the header
+                for line in f:
+                    cols = line.split()
+                    if len(cols) <= 9 or cols[3] != TCP_LISTEN:
+                        break
+                    host, port = cols[1].rsplit(":", 1)
+                    out[int(cols[9])] = (_address(host), int(port, 16))
+        except OSError:
+            continue
     return out
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,9 @@ import pytest
 from herdtrace.analysis import load, per_listener
 from herdtrace.collectors import listeners
 from herdtrace.workloads import real_servers
+from herdtrace.workloads.lab import LabServer
+from herdtrace.workloads.loadgen import LoadOptions, run_load
+from herdtrace.workloads.server import ServerOptions
 from tests.integration.test_real_servers import ab
 
 REQUESTS = 400
@@ -77,3 +82,30 @@ def test_top_finds_both_servers_and_their_herds(tmp_path: Path) -> None:
         row = per_listener.listener_row(seen[port], part, 1.0)
         assert row["accepts"] == REQUESTS
         assert row["herd_factor"] == pytest.approx(factor, rel=0.01)
+
+
+def test_top_finds_a_listener_that_appears_while_it_runs() -> None:
+    """Started with nothing on the port; the lab server comes up later and is found
+    (its listening socket shows in /proc/net/tcp), traced and counted."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "herdtrace", "top", "--json", "-P", str(port),
+                             "1", "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    assert proc.stderr.readline().startswith("herdtrace: watching 0 listeners")
+    with LabServer(ServerOptions(mode="epoll-shared", workers=3, port=port)) as srv:
+        time.sleep(1.5)  # found at the next interval's rescan
+        run_load(LoadOptions(port=port, concurrency=1, connections=200))
+        stdout, stderr = proc.communicate(timeout=60)
+        truth = srv.stop()
+    assert proc.returncode == 0, stderr
+    rows = [row for line in stdout.splitlines() for row in json.loads(line)["listeners"]]
+    assert {row["port"] for row in rows} == {port}
+    assert sum(row["accepts"] for row in rows) == truth.accepts == 200
+    assert max(row["herd_factor"] or 0 for row in rows) >= 2.0
+    assert {row["mode"] for row in rows if row["accepts"]} == {"epoll-shared"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
