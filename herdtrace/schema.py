@@ -101,6 +101,10 @@ COUNTERS: tuple[tuple[str, str], ...] = (
 )
 
 EAGAIN = 11  # Linux numbering; accept results are stored Linux-style on every platform
+# Defaults of the attribution windows (probes -D, the DTrace parser): a cause seen
+# on a CPU (sk_data_ready; a child established) -> the last wakeup it may explain.
+CAUSE_WINDOW_NS = 200_000
+CONN_WINDOW_NS = 200_000
 
 
 def outcome_of(returned: bool, accepts: int, eagains: int) -> Outcome:
@@ -268,6 +272,8 @@ def c_header() -> str:
         *_c_enum("BASIS", CauseBasis),
         *_c_enum("SLEPT", Slept),
         f"#define HERD_EAGAIN {EAGAIN}",
+        f"#define HERD_CAUSE_WINDOW_NS {CAUSE_WINDOW_NS}",
+        f"#define HERD_CONN_WINDOW_NS {CONN_WINDOW_NS}",
         *[f"#define HERD_CNT_{name.upper()} {i} /* {doc} */" for i, (name, doc) in enumerate(COUNTERS)],
         f"#define HERD_CNT_NUM {len(COUNTERS)}",
         "",

@@ -12,15 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from herdtrace.collectors.backends import DEFAULT as BACKEND_DEFAULT
 from herdtrace.errors import HerdtraceError
 from herdtrace.validate import check_suffix
 
 if TYPE_CHECKING:
     from herdtrace.collectors.session import RecordSummary
-
-
-def default_backend() -> str:
-    return "bcc" if sys.platform.startswith("linux") else "dtrace"
 
 
 def default_output() -> Path:
@@ -38,7 +35,7 @@ def record_command(
     label: Annotated[str | None, typer.Option(help="Label for analysis, e.g. the mode [default: file name].")] = None,
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
     let_perf_see: Annotated[bool, typer.Option("--let-perf-see", help="Let a perf record of the same tracepoints, running beside herdtrace, see them (costs ~3% of throughput at saturation).")] = False,
-    backend: Annotated[str, typer.Option(metavar="NAME", show_default=False, help="bcc (Linux eBPF) or dtrace (FreeBSD, macOS, illumos) [default: bcc on Linux, else dtrace].")] = default_backend(),
+    backend: Annotated[str, typer.Option(metavar="NAME", show_default=False, help="bcc (Linux eBPF) or dtrace (FreeBSD, macOS, illumos) [default: bcc on Linux, else dtrace].")] = BACKEND_DEFAULT,
     cause_basis: Annotated[str, typer.Option(help="How listener wakeups are recognised: auto (sock:sk_data_ready where the kernel has it, Linux 6.6+; else the connection-state rule) or conn-state (force the rule every kernel since 4.16 supports).")] = "auto",
     ablate: Annotated[str | None, typer.Option(hidden=True, help="bench-perf only: empty, filter or state (records nothing).")] = None,
     cross_check_causes: Annotated[bool, typer.Option("--cross-check-causes", help="Run the connection-state rule beside sk_data_ready and keep its verdict per wakeup (column conn_state_listener in analysis), to compare the two.")] = False,
@@ -53,7 +50,7 @@ def record_command(
 
       herdtrace record -o lab.parquet -- herdtrace lab serve --mode epoll-shared
     """
-    from herdtrace.collectors.bpf_collector import record
+    from herdtrace.collectors.backends import collector
     from herdtrace.collectors.session import RecordOptions
     from herdtrace.probes import program
 
@@ -74,14 +71,7 @@ def record_command(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     say = functools.partial(print, file=sys.stderr, flush=True)
-    if backend == "dtrace":
-        from herdtrace.collectors.dtrace_collector import record_dtrace
-
-        print_summary(record_dtrace(opts, stop, on_ready=say))
-    elif backend == "bcc":
-        record(opts, stop, on_ready=say, on_done=print_summary)
-    else:
-        raise HerdtraceError(f"unknown --backend {backend!r}; backends: bcc, dtrace")
+    collector(backend)(opts, stop, on_ready=say, on_done=print_summary)
 
 
 def listening_pids(ports: list[int]) -> tuple[int, ...]:

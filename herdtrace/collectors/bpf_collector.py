@@ -23,6 +23,7 @@ from herdtrace.collectors.session import (
     Sink,
     base_metadata,
     cmdline,
+    stop_reason,
 )
 from herdtrace.errors import HerdtraceError
 from herdtrace.probes import program, progstats
@@ -308,7 +309,6 @@ class Recorder:
         return None
 
     def _loop(self, stop: threading.Event, start_ns: int) -> str:
-        opts = self.opts
         while True:
             # Drain on a clock, not on every ring-buffer notification: batches of
             # thousands cost what one record would, and 16 MiB holds ~130k records.
@@ -316,12 +316,7 @@ class Recorder:
             pause = self._drain()
             if pause:
                 time.sleep(pause)
-            now = time.monotonic()
-            if stop.is_set():
-                return "signal"
-            if opts.duration is not None and time.monotonic_ns() - start_ns >= opts.duration * 1e9:
-                return "duration"
-            reason = self._tick(now)
+            reason = stop_reason(stop, self.opts, start_ns) or self._tick(time.monotonic())
             if reason:
                 return reason
 

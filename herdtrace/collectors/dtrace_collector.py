@@ -22,6 +22,7 @@ from herdtrace.collectors.session import (
     RecordSummary,
     Sink,
     base_metadata,
+    stop_reason,
 )
 from herdtrace.errors import HerdtraceError
 
@@ -89,6 +90,7 @@ def dtrace_command(opts: RecordOptions) -> list[str]:
 def record_dtrace(
     opts: RecordOptions, stop: threading.Event,
     on_ready: Callable[[str], None] | None = None,
+    on_done: Callable[[RecordSummary], None] | None = None,
 ) -> RecordSummary:
     opts.validate()
     if os.geteuid() != 0:
@@ -120,9 +122,9 @@ def record_dtrace(
             if time.monotonic() - last_flush >= opts.flush_interval_s:
                 sink.write(parser.take())
                 last_flush = time.monotonic()
-            timed_out = opts.duration is not None and time.monotonic_ns() - start_ns >= opts.duration * 1e9
-            if not interrupted and (stop.is_set() or timed_out):
-                reason = "signal" if stop.is_set() else "duration"
+            asked = stop_reason(stop, opts, start_ns)
+            if not interrupted and asked:
+                reason = asked
                 proc.send_signal(signal.SIGINT)  # dtrace prints what it has buffered and exits
                 interrupted = True
         proc.wait()
@@ -130,8 +132,11 @@ def record_dtrace(
             last = parser.stats.messages[-1] if parser.stats.messages else "no message"
             raise HerdtraceError(f"dtrace failed (exit {proc.returncode}): {last}")
         sink.write(parser.finish())
-        return _close(sink, parser, opts, "dtrace", start_ns, time.monotonic_ns(), wall_offset,
-                      reason)
+        summary = _close(sink, parser, opts, "dtrace", start_ns, time.monotonic_ns(), wall_offset,
+                         reason)
+        if on_done:
+            on_done(summary)
+        return summary
     except BaseException:
         sink.abandon()
         raise

@@ -15,7 +15,18 @@ from typing import Any
 import numpy as np
 
 from herdtrace.errors import HerdtraceError
-from herdtrace.schema import EAGAIN, EVENT_DTYPE, Cause, CauseBasis, Flag, Kind, Outcome, WaitCall, outcome_of
+from herdtrace.schema import (
+    CAUSE_WINDOW_NS,
+    EAGAIN,
+    EVENT_DTYPE,
+    Cause,
+    CauseBasis,
+    Flag,
+    Kind,
+    Outcome,
+    WaitCall,
+    outcome_of,
+)
 
 FORMAT_VERSION = 1
 BSD_EAGAIN = 35  # EAGAIN/EWOULDBLOCK on FreeBSD and macOS (illumos uses 11, as Linux)
@@ -64,7 +75,7 @@ class ParseStats:
 
 
 class DtraceParser:
-    def __init__(self, listen_ports: set[int] | None = None, cause_window_ns: int = 200_000) -> None:
+    def __init__(self, listen_ports: set[int] | None = None, cause_window_ns: int = CAUSE_WINDOW_NS) -> None:
         self.listen_ports = listen_ports or set()
         self.window = cause_window_ns
         self.threads: dict[int, _Thread] = {}

@@ -7,6 +7,8 @@ import os
 import platform
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,6 +139,15 @@ class Sink:
             connections=int(t.by_kind[Kind.CONN]), threads=int(t.by_kind[Kind.THREAD]),
             lost_events=lost, probe_misses=probe_misses, rows=self.rows, stop_reason=reason,
         )
+
+
+def stop_reason(stop: threading.Event, opts: RecordOptions, start_ns: int) -> str | None:
+    """Why recording must end now, whichever collector: a signal or the duration."""
+    if stop.is_set():
+        return "signal"
+    if opts.duration is not None and time.monotonic_ns() - start_ns >= opts.duration * 1e9:
+        return "duration"
+    return None
 
 
 def iso(ns: int) -> str:

@@ -38,14 +38,14 @@
 // sk_data_ready -> the last wakeup it causes: the same call chain; the fourth of
 // four select() waiters can come ~50 us after it.
 #ifndef CAUSE_WINDOW_NS
-#define CAUSE_WINDOW_NS 200000
+#define CAUSE_WINDOW_NS HERD_CAUSE_WINDOW_NS
 #endif
 // SYN_RECV -> ESTABLISHED of a child -> the last wakeup the connection-state rule
 // gives its listener, unless a received packet ends the run earlier. Measured on
 // loopback: 1-3 us for EPOLLEXCLUSIVE, up to ~50 us for the fourth of four select()
 // waiters; request data on the new connection, a later packet, wakes 20 us or more after.
 #ifndef CONN_WINDOW_NS
-#define CONN_WINDOW_NS 200000
+#define CONN_WINDOW_NS HERD_CONN_WINDOW_NS
 #endif
 // The rule runs where it decides causes, or beside sk_data_ready to be checked against it.
 #if !defined(HAVE_SK_DATA_READY) || defined(CONN_STATE_CHECK)

@@ -12,7 +12,7 @@ from typing import Any
 
 from herdtrace.errors import HerdtraceError
 from herdtrace.probes import btf, features
-from herdtrace.schema import HEADER_PATH
+from herdtrace.schema import CAUSE_WINDOW_NS, CONN_WINDOW_NS, HEADER_PATH
 
 SOURCE_PATH = Path(__file__).parent / "herd.bpf.c"
 FIX = "run `herdtrace doctor` (or `make setup`) for the fix"
@@ -25,8 +25,8 @@ RECEIVE_TRACEPOINT = "net:netif_receive_skb"  # ends a listener's run of wakeups
 class ProbeOptions:
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages: ~130k records of slack
     max_threads: int = 65536
-    cause_window_ns: int = 200_000
-    conn_window_ns: int = 200_000
+    cause_window_ns: int = CAUSE_WINDOW_NS
+    conn_window_ns: int = CONN_WINDOW_NS
     # How listener wakeups are recognised: "auto" (sock:sk_data_ready where the kernel
     # has it, else the connection-state rule), or "conn-state" to force the rule that
     # works on every kernel since 4.16.

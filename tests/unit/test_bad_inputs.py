@@ -47,6 +47,8 @@ BAD = {  # name: (arguments with {rec} and {tmp}, words the one line must hold)
     "record a pid and a command": (["record", "-p", "1", "-o", "{tmp}/a.parquet", "--", "true"], "not both"),
     "record into a picture": (["record", "-p", "1", "-o", "{tmp}/a.png"], ".parquet"),
     "record no such pid": (["record", "-p", "999999999", "-o", "{tmp}/a.parquet"], "no such process"),
+    "record with an unknown backend": (["record", "-p", "1", "--backend", "nope", "-o", "{tmp}/a.parquet"],
+                                       "unknown --backend 'nope'; backends: bcc, dtrace"),
     "record a port nothing listens on": (["record", "-P", "1", "-o", "{tmp}/a.parquet"],
                                          "nothing listens on TCP port 1"),
     "top every 0 s": (["top", "0"], "INTERVAL must be a positive number"),
