@@ -30,7 +30,7 @@ metrics.per_connection(rec)
 # VmHWM: this process image's own peak (ru_maxrss would include the parent's, from
 # before exec).
 hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0].split()[1]
-print(json.dumps({"seconds": time.perf_counter() - t0, "wakeups": s["wakeups"],
+print(json.dumps({"seconds": time.perf_counter() - t0, "wakeups": s.wakeups,
                   "peak_kib": int(hwm)}))
 """
 

@@ -6,6 +6,7 @@ that cannot be computed is None, never a made-up number.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -230,50 +231,92 @@ def _probe_misses(meta: dict[str, Any]) -> int | None:
     return None if misses is None else int(misses)
 
 
-def summarize(rec: Recording, match: Match | None = None) -> dict[str, Any]:
-    """One recording (or label) in the shape of `herdtrace analyze --json`."""
+@dataclass(frozen=True)
+class Summary:
+    """One recording (or label) in the shape of `herdtrace analyze --json`. A figure
+    that cannot be computed is None. The same names as the lab's ground truth
+    (accepts, eagain) and the recorder's summary line."""
+
+    file: str
+    label: str
+    duration_s: float | None
+    threads: int
+    connections: int
+    accepts: int  # accept() calls that returned a connection
+    eagain: int  # accept() calls that returned EAGAIN
+    wakeups: int
+    wakeups_per_accept: float | None
+    herd_factor: float | None
+    herd_factor_basis: str  # "listener", or "all-wakeups" where causes are unknown
+    threads_woken_per_connection: float | None
+    listener_wakeups: int | None
+    wakeup_causes: dict[str, int]
+    listener_outcomes: dict[str, int] | None
+    outcomes: dict[str, int]
+    idle_wakeups: int
+    idle_fraction: float | None
+    wake_latency_us: dict[str, float] | None
+    accept_latency_us: dict[str, float] | None
+    accept_latency_match: str | None
+    accepts_per_thread: dict[str, int]
+    workers: int
+    fairness_jain: float | None
+    max_share: float | None
+    lost_events: int | None
+    probe_misses: int | None
+    attribution: str | None
+    eagain_per_accept: float | None
+    kernel: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(rec: Recording, match: Match | None = None) -> Summary:
+    """One recording (or label): every figure of `herdtrace analyze`."""
     w, a = rec.wakeups, rec.accepts
     basis = herd_basis(rec)
     herd = herd_wakeups(rec)
     outcomes = outcome_counts(w)
     herd_outcomes = outcome_counts(herd)
-    accepted = int(a["accepted"].sum())
+    accepts = int(a["accepted"].sum())
+    eagain = int(a["eagain"].sum())
     idle = herd_outcomes["absorbed"] + herd_outcomes["eagain"]
     matched, method = match or match_accepts(a, rec.connections)
     per = accepts_per_thread(rec)
     runs = accepts_per_run_thread(rec)
-    return {
-        "file": str(rec.path),
-        "label": rec.label,
-        "duration_s": rec.duration_s,
-        "threads": len(rec.threads),
-        "connections": len(rec.connections),
-        "accepted": accepted,
-        "accept_eagain": int(a["eagain"].sum()),
-        "wakeups": len(w),
-        "wakeups_per_accept": _ratio(len(w), accepted),
-        "herd_factor": _ratio(len(herd), accepted),
-        "herd_factor_basis": basis,
-        "threads_woken_per_connection": threads_woken_per_connection(herd),
-        "listener_wakeups": len(herd) if basis == "listener" else None,
-        "wakeup_causes": cause_counts(w),
-        "listener_outcomes": herd_outcomes if basis == "listener" else None,
-        "outcomes": outcomes,
-        "idle_wakeups": idle,
-        "idle_fraction": _ratio(idle, len(herd)),
-        "wake_latency_us": percentiles_us(w["wake_latency_ns"]),
-        "accept_latency_us": percentiles_us(matched["accept_latency_ns"]) if method else None,
-        "accept_latency_match": method,
-        "accepts_per_thread": {str(t): int(n) for t, n in per.items()},
-        "workers": int(runs.groupby(level="run").size().max()) if len(runs) else 0,
-        "fairness_jain": _per_run(runs, jain_index),
-        "max_share": _per_run(runs, max_share),
-        "lost_events": _lost(rec.meta),
-        "probe_misses": _probe_misses(rec.meta),
-        "attribution": rec.meta.get("attribution"),
-        "eagain_per_accept": _ratio(int(a["eagain"].sum()), accepted),
-        "kernel": rec.meta.get("kernel_release"),
-    }
+    return Summary(
+        file=str(rec.path),
+        label=rec.label,
+        duration_s=rec.duration_s,
+        threads=len(rec.threads),
+        connections=len(rec.connections),
+        accepts=accepts,
+        eagain=eagain,
+        wakeups=len(w),
+        wakeups_per_accept=_ratio(len(w), accepts),
+        herd_factor=_ratio(len(herd), accepts),
+        herd_factor_basis=basis,
+        threads_woken_per_connection=threads_woken_per_connection(herd),
+        listener_wakeups=len(herd) if basis == "listener" else None,
+        wakeup_causes=cause_counts(w),
+        listener_outcomes=herd_outcomes if basis == "listener" else None,
+        outcomes=outcomes,
+        idle_wakeups=idle,
+        idle_fraction=_ratio(idle, len(herd)),
+        wake_latency_us=percentiles_us(w["wake_latency_ns"]),
+        accept_latency_us=percentiles_us(matched["accept_latency_ns"]) if method else None,
+        accept_latency_match=method,
+        accepts_per_thread={str(t): int(n) for t, n in per.items()},
+        workers=int(runs.groupby(level="run").size().max()) if len(runs) else 0,
+        fairness_jain=_per_run(runs, jain_index),
+        max_share=_per_run(runs, max_share),
+        lost_events=_lost(rec.meta),
+        probe_misses=_probe_misses(rec.meta),
+        attribution=rec.meta.get("attribution"),
+        eagain_per_accept=_ratio(eagain, accepts),
+        kernel=rec.meta.get("kernel_release"),
+    )
 
 
 def combine(recs: list[Recording]) -> Recording:
@@ -334,17 +377,18 @@ COMPARED = {"herd_factor": ("herd_factor",), "threads_woken_per_connection": ("t
             "accept_latency_p50_us": ("accept_latency_us", "p50")}
 
 
-def ratios(summary: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None]:
-    """Each compared figure of `summary` over the baseline's (None where either is missing)."""
-    def get(s: dict[str, Any], path: tuple[str, ...]) -> Any:
-        value: Any = s
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        return value
+def figure(summary: Summary, path: tuple[str, ...]) -> float | None:
+    """A compared figure: an attribute, or a percentile inside one."""
+    value: Any = getattr(summary, path[0])
+    for key in path[1:]:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
+
+def ratios(summary: Summary, base: Summary) -> dict[str, float | None]:
+    """Each compared figure of `summary` over the baseline's (None where either is missing)."""
     out: dict[str, float | None] = {}
     for name, path in COMPARED.items():
-        mine, theirs = get(summary, path), get(base, path)
+        mine, theirs = figure(summary, path), figure(base, path)
         out[name] = None if mine is None or theirs is None else _ratio(mine, theirs)
     return out
-

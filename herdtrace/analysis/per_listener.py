@@ -75,22 +75,22 @@ def observed_mode(listener: ListenerLike, part: Recording) -> str | None:
 def listener_row(listener: ListenerLike, part: Recording, interval_s: float) -> dict[str, Any]:
     """One listener's line of `top --json` (its fields are analyze --json's)."""
     s = metrics.summarize(part)
-    latency = s["wake_latency_us"]
+    latency = s.wake_latency_us
     return {
         "addr": listener.addr,
         "port": listener.port,
         "pids": list(listener.pids),
         "comm": listener.comm,
         "mode": observed_mode(listener, part),
-        "workers": s["workers"],
-        "accepts": s["accepted"],
-        "connections_per_s": s["accepted"] / interval_s if interval_s > 0 else None,
-        "listener_wakeups": s["listener_wakeups"],
-        "herd_factor": s["herd_factor"],
-        "threads_woken_per_connection": s["threads_woken_per_connection"],
-        "idle_fraction": s["idle_fraction"],
-        "idle_wakeups": s["idle_wakeups"],
-        "eagain": s["accept_eagain"],
+        "workers": s.workers,
+        "accepts": s.accepts,
+        "connections_per_s": s.accepts / interval_s if interval_s > 0 else None,
+        "listener_wakeups": s.listener_wakeups,
+        "herd_factor": s.herd_factor,
+        "threads_woken_per_connection": s.threads_woken_per_connection,
+        "idle_fraction": s.idle_fraction,
+        "idle_wakeups": s.idle_wakeups,
+        "eagain": s.eagain,
         "wake_latency_p99_us": latency["p99"] if latency else None,
     }
 

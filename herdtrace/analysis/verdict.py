@@ -84,21 +84,21 @@ def server_name(rec: Recording) -> str | None:
     return str(comms.mode().iloc[0]) if len(comms) else None
 
 
-def judge(rec: Recording, summary: dict[str, Any] | None = None) -> Verdict:
+def judge(rec: Recording, summary: metrics.Summary | None = None) -> Verdict:
     s = summary or metrics.summarize(rec)
-    if not s["accepted"]:
+    if not s.accepts:
         return Verdict("unknown", "no connection was accepted while recording: nothing to judge")
-    woken = s["threads_woken_per_connection"]
-    factor = s["herd_factor"]
+    woken = s.threads_woken_per_connection
+    factor = s.herd_factor
     measure = woken if woken is not None else factor
-    basis = "" if s["herd_factor_basis"] == "listener" else (
+    basis = "" if s.herd_factor_basis == "listener" else (
         " (this recording cannot tell listener wakeups from others: every wakeup counted)")
     if measure is None or measure <= HERD_ABOVE:
         what = (f"{woken:.2f} threads woken per connection" if woken is not None
                 else f"herd factor {factor:.2f}")
         return Verdict("no-herd", f"no herd: {what}, wake-one{basis}")
-    idle = s["idle_fraction"] or 0.0
-    eagain = s["eagain_per_accept"] or 0.0
+    idle = s.idle_fraction or 0.0
+    eagain = s.eagain_per_accept or 0.0
     text = (f"herd: {measure:.1f} threads woken per connection, {idle:.0%} of them for nothing, "
             f"{eagain:.1f} EAGAIN per accept{basis}")
     mode = listener_mode(rec)
@@ -129,8 +129,28 @@ def wait_fixes(rec: Recording, mode: str | None) -> tuple[str, ...]:
     return WAIT_FIXES[waits[0]]
 
 
-def judged_summary(rec: Recording) -> dict[str, Any]:
-    """metrics.summarize with the verdict: one recording of `analyze --json`."""
+@dataclass(frozen=True)
+class Judged:
+    """A summary with its verdict (and, against a baseline, its ratios): one
+    recording of `analyze --json`."""
+
+    summary: metrics.Summary
+    verdict: Verdict
+    vs_baseline: dict[str, float | None] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.summary.label
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.summary.to_json()
+        out["verdict"] = self.verdict.to_json()
+        if self.vs_baseline is not None:
+            out["vs_baseline"] = self.vs_baseline
+        return out
+
+
+def judged_summary(rec: Recording) -> Judged:
+    """metrics.summarize with the verdict."""
     s = metrics.summarize(rec)
-    s["verdict"] = judge(rec, s).to_json()
-    return s
+    return Judged(s, judge(rec, s))

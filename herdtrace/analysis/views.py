@@ -16,7 +16,7 @@ from herdtrace.analysis.verdict import Verdict, judge
 @dataclass
 class LabelView:
     label: str
-    summary: dict[str, Any]
+    summary: metrics.Summary
     wake_latency_us: np.ndarray  # sorted, for a CDF
     accept_latency_us: np.ndarray  # sorted, for a CDF
     accept_share: pd.Series  # mean share of the busiest, 2nd busiest, ... worker of each run

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +11,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from herdtrace.analysis import load, metrics
 from herdtrace.bench.plan import BenchOptions, PlannedRun, schedule
 from herdtrace.bench.runner import RunSpec, run_once
+from herdtrace.workloads.lab import GroundTruth
 
 
-def truth_check(recorded: dict[str, Any], truth: dict[str, Any]) -> str | None:
+def truth_check(recorded: metrics.Summary, truth: GroundTruth) -> str | None:
     """None when the recording agrees with the server's own counts, else what differs."""
     problems = []
-    if recorded["accepted"] != truth["accepts"]:
-        problems.append(f"accepts {recorded['accepted']} recorded vs {truth['accepts']} served")
-    if recorded["accept_eagain"] != truth["eagain"]:
-        problems.append(f"EAGAIN {recorded['accept_eagain']} recorded vs {truth['eagain']} served")
-    if recorded["lost_events"]:
-        problems.append(f"{recorded['lost_events']} events lost")
+    if recorded.accepts != truth.accepts:
+        problems.append(f"accepts {recorded.accepts} recorded vs {truth.accepts} served")
+    if recorded.eagain != truth.eagain:
+        problems.append(f"EAGAIN {recorded.eagain} recorded vs {truth.eagain} served")
+    if recorded.lost_events:
+        problems.append(f"{recorded.lost_events} events lost")
     return "; ".join(problems) or None
 
 
@@ -37,7 +37,7 @@ def execute_one(planned: PlannedRun, out: Path, loaded: dict[str, load.Recording
 
     recording = beside(".parquet") if planned.spec.traced else None
     result = run_once(planned.spec, recording)
-    truth = asdict(result.truth)
+    truth = result.truth.to_json()
     row: dict[str, Any] = {
         "profile": planned.profile.name, "mode": planned.spec.mode, "repeat": planned.repeat,
         "traced": planned.spec.traced, "load": result.load.to_json(), "truth": truth,
@@ -45,8 +45,9 @@ def execute_one(planned: PlannedRun, out: Path, loaded: dict[str, load.Recording
     }
     if recording is not None:
         rec = loaded[str(recording)] = load.load_recording(recording)
-        row["recorded"] = metrics.summarize(rec)
-        row["disagreement"] = truth_check(row["recorded"], truth)
+        summary = metrics.summarize(rec)
+        row["recorded"] = summary.to_json()
+        row["disagreement"] = truth_check(summary, result.truth)
     beside(".truth.json").write_text(json.dumps(truth, indent=2) + "\n")
     beside(".load.json").write_text(json.dumps(row["load"], indent=2) + "\n")
     return row

@@ -45,5 +45,11 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
         "modes": agg,
         "runs": rows,
     }
-    (opts.output / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (opts.output / "summary.json").write_text(json.dumps(summary, indent=2, default=_json) + "\n")
     return summary
+
+
+def _json(value: Any) -> Any:
+    """Typed results (a judged summary) as their JSON; anything else as text."""
+    to_json = getattr(value, "to_json", None)
+    return to_json() if callable(to_json) else str(value)

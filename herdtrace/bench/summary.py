@@ -9,7 +9,7 @@ import pandas as pd
 from rich.table import Table
 
 from herdtrace.analysis import load, metrics
-from herdtrace.analysis.verdict import judged_summary
+from herdtrace.analysis.verdict import Judged, judged_summary
 
 
 def runs_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -87,25 +87,26 @@ def bench_table(agg: list[dict[str, Any]], profile: str, baseline: str,
         table.add_column(h, justify="left" if h in ("mode", "truth") else "right",
                          no_wrap=h == "mode")
     for r in (r for r in agg if r["profile"] == profile):
-        rec = r["recorded"] or {}
+        judged: Judged | None = r["recorded"]
+        rec = judged.summary if judged else None
         t = r["throughput_rps"]
-        wake = rec.get("wake_latency_us") or {}
-        acc = rec.get("accept_latency_us") or {}
+        wake = (rec.wake_latency_us if rec else None) or {}
+        acc = (rec.accept_latency_us if rec else None) or {}
         cells = [
             r["mode"],
             f"{_f(t['mean'], '{:.0f}')} ({_f(t['min'], '{:.0f}')}-{_f(t['max'], '{:.0f}')})",
             _f(r["throughput_vs_baseline"], "{:.2f}x"),
             _f(r["client_latency_ms"]["p50"], "{:.2f}"),
             _f(r["client_latency_ms"]["p99"], "{:.2f}"),
-            _f(rec.get("herd_factor"), "{:.2f}"),
-            _f(rec.get("threads_woken_per_connection"), "{:.2f}"),
-            _f(rec.get("idle_fraction"), "{:.0%}"),
-            _f(rec.get("eagain_per_accept"), "{:.3f}"),
+            _f(rec.herd_factor if rec else None, "{:.2f}"),
+            _f(rec.threads_woken_per_connection if rec else None, "{:.2f}"),
+            _f(rec.idle_fraction if rec else None, "{:.0%}"),
+            _f(rec.eagain_per_accept if rec else None, "{:.3f}"),
             _f(wake.get("p50"), "{:.1f}"),
             _f(acc.get("p50"), "{:.1f}"),
-            _f(rec.get("fairness_jain"), "{:.2f}"),
-            _loud(rec.get("lost_events", "-")),
-            _loud(rec.get("probe_misses", "-")),
+            _f(rec.fairness_jain if rec else None, "{:.2f}"),
+            _loud(rec.lost_events if rec else "-"),
+            _loud(rec.probe_misses if rec else "-"),
             "agrees" if r["agrees_with_truth"] else "[red]" + "; ".join(r["disagreements"]) + "[/]",
         ]
         if observer_effect:

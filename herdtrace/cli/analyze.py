@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ def analyze_command(
     verdict with the fix, for each recording."""
     from herdtrace import __version__
     from herdtrace.analysis import load, metrics
-    from herdtrace.analysis.verdict import judged_summary
+    from herdtrace.analysis.verdict import Judged, judged_summary
 
     recs = load.load_recordings(files)
     shown, grouped = metrics.grouped(recs, by_label)
@@ -30,17 +31,17 @@ def analyze_command(
                        "on its own to keep them apart", err=True)
     base = judged_summary(load.load_recording(baseline)) if baseline else None
 
-    def summaries(of: list[load.Recording]) -> list[dict[str, Any]]:
+    def summaries(of: list[load.Recording]) -> list[Judged]:
         out = [judged_summary(r) for r in of]
         if base is not None:
-            for s in out:
-                s["vs_baseline"] = metrics.ratios(s, base)
+            out = [replace(j, vs_baseline=metrics.ratios(j.summary, base.summary)) for j in out]
         return out
 
     if as_json:
-        doc: dict[str, Any] = {"herdtrace": __version__, "recordings": summaries(recs)}
+        doc: dict[str, Any] = {"herdtrace": __version__,
+                               "recordings": [j.to_json() for j in summaries(recs)]}
         if grouped:
-            doc["labels"] = summaries(shown)
+            doc["labels"] = [j.to_json() for j in summaries(shown)]
         typer.echo(json.dumps(rounded(doc), indent=2))
         return
     from herdtrace.reports.table import console, summary_table, verdict_lines

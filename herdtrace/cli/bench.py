@@ -50,7 +50,7 @@ def bench_command(
             console.print(f"  load {desc}")
             for r in summary["modes"]:
                 if r["profile"] == profile and r["recorded"]:
-                    console.print(f"  {r['mode']}: {r['recorded']['verdict']['text']}")
+                    console.print(f"  {r['mode']}: {r['recorded'].verdict.text}")
     if summary["interrupted"]:
         console.print("[yellow]interrupted: the table shows the runs that finished[/]")
     for profile, path in summary["reports"].items():

@@ -34,8 +34,8 @@ def _no_data(ax: Axes, why: str) -> None:
 
 
 def herd_factor_panel(ax: Axes, views: list[LabelView]) -> None:
-    values = [v.summary["herd_factor"] or 0.0 for v in views]
-    labels = [v.label + ("" if v.summary["herd_factor_basis"] == "listener" else "\n(all wakeups)")
+    values = [v.summary.herd_factor or 0.0 for v in views]
+    labels = [v.label + ("" if v.summary.herd_factor_basis == "listener" else "\n(all wakeups)")
               for v in views]
     bars = ax.bar(labels, values, color="#457b9d", label="listener wakeups / accept")
     ax.bar_label(bars, fmt="%.2f")
@@ -47,14 +47,14 @@ def herd_factor_panel(ax: Axes, views: list[LabelView]) -> None:
 
 def _herd_outcomes(v: LabelView) -> dict[str, int]:
     """Outcomes of the wakeups the herd factor counts (all, where causes are unknown)."""
-    return v.summary["listener_outcomes"] or v.summary["outcomes"]
+    return v.summary.listener_outcomes or v.summary.outcomes
 
 
 def outcomes_panel(ax: Axes, views: list[LabelView]) -> None:
     bottom = np.zeros(len(views))
     for outcome, color in OUTCOME_COLORS.items():
-        per_accept = np.array([_herd_outcomes(v)[outcome] / v.summary["accepted"]
-                               if v.summary["accepted"] else 0.0 for v in views])
+        per_accept = np.array([_herd_outcomes(v)[outcome] / v.summary.accepts
+                               if v.summary.accepts else 0.0 for v in views])
         ax.bar(_labels(views), per_accept, bottom=bottom, color=color, label=outcome)
         bottom += per_accept
     ax.set_ylabel("listener wakeups per accepted connection")
@@ -88,7 +88,7 @@ def share_panel(ax: Axes, views: list[LabelView]) -> None:
         if v.accept_share.empty:
             continue
         x = np.arange(len(v.accept_share)) + i * width
-        jain = v.summary["fairness_jain"]
+        jain = v.summary.fairness_jain
         ax.bar(x, v.accept_share.to_numpy() * 100, width=width,
                label=f"{v.label} (Jain {jain:.2f})" if jain is not None else v.label)
     if most == 0:
@@ -102,7 +102,7 @@ def share_panel(ax: Axes, views: list[LabelView]) -> None:
 
 def timeline_panel(ax: Axes, views: list[LabelView]) -> None:
     # The label with the largest herd shows the herd best.
-    v = max(views, key=lambda v: (len(v.timeline), v.summary["herd_factor"] or 0.0))
+    v = max(views, key=lambda v: (len(v.timeline), v.summary.herd_factor or 0.0))
     tl = v.timeline
     if tl.empty:
         _no_data(ax, "no connection with attributed wakeups")
@@ -129,7 +129,7 @@ def footer(views: list[LabelView]) -> str:
     hosts = sorted({str(m.get("hostname", "?")) for m in metas})
 
     def each(key: str) -> str:
-        values = [v.summary[key] for v in views]
+        values = [getattr(v.summary, key) for v in views]
         if len(set(values)) == 1:
             return f"{values[0]}" + (" each" if len(views) > 1 else "")
         return ", ".join(f"{v.label}: {x}" for v, x in zip(views, values, strict=True))

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from herdtrace.analysis.load import CAUSES as CAUSE_DTYPE
 from herdtrace.analysis.load import OUTCOMES as OUTCOME_DTYPE
+from herdtrace.analysis.metrics import Summary
+from herdtrace.analysis.verdict import Judged
 
 OUTCOMES = [str(o) for o in OUTCOME_DTYPE.categories]
 CAUSES = [str(c) for c in CAUSE_DTYPE.categories]
@@ -23,53 +25,53 @@ def _int(v: int | None) -> str:
     return "-" if v is None else str(v)
 
 
-def _basis(s: dict[str, Any]) -> str:
+def _basis(s: Summary) -> str:
     """Say so where the herd figures had to count every wakeup."""
-    return "" if s["herd_factor_basis"] == "listener" else " (all wakeups)"
+    return "" if s.herd_factor_basis == "listener" else " (all wakeups)"
 
 
-def _listener_outcome(outcome: str) -> Callable[[dict[str, Any]], str]:
-    return lambda s: _int((s["listener_outcomes"] or {}).get(outcome))
+def _listener_outcome(outcome: str) -> Callable[[Summary], str]:
+    return lambda s: _int((s.listener_outcomes or {}).get(outcome))
 
 
-def _cause(cause: str) -> Callable[[dict[str, Any]], str]:
-    return lambda s: str(s["wakeup_causes"][cause])
+def _cause(cause: str) -> Callable[[Summary], str]:
+    return lambda s: str(s.wakeup_causes[cause])
 
 
 def _pct(d: dict[str, float] | None, key: str) -> str:
     return "-" if not d else f"{d[key]:.1f}"
 
 
-ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
-    ("duration s", lambda s: _num(s["duration_s"], "{:.1f}")),
-    ("threads traced", lambda s: str(s["threads"])),
-    ("connections", lambda s: str(s["connections"])),
-    ("accepted", lambda s: str(s["accepted"])),
-    ("accept EAGAIN", lambda s: str(s["accept_eagain"])),
-    ("herd factor (listener wakeups / accept)", lambda s: _num(s["herd_factor"]) + _basis(s)),
-    ("threads woken per connection", lambda s: _num(s["threads_woken_per_connection"])),
-    ("listener wakeups", lambda s: _int(s["listener_wakeups"])),
+ROWS: tuple[tuple[str, Callable[[Summary], str]], ...] = (
+    ("duration s", lambda s: _num(s.duration_s, "{:.1f}")),
+    ("threads traced", lambda s: str(s.threads)),
+    ("connections", lambda s: str(s.connections)),
+    ("accepted", lambda s: str(s.accepts)),
+    ("accept EAGAIN", lambda s: str(s.eagain)),
+    ("herd factor (listener wakeups / accept)", lambda s: _num(s.herd_factor) + _basis(s)),
+    ("threads woken per connection", lambda s: _num(s.threads_woken_per_connection)),
+    ("listener wakeups", lambda s: _int(s.listener_wakeups)),
     *((f"  {o}", _listener_outcome(o)) for o in OUTCOMES),
-    ("woken-but-idle (absorbed + eagain)", lambda s: _num(s["idle_fraction"], "{:.1%}")),
-    ("wakeups, all causes", lambda s: str(s["wakeups"])),
+    ("woken-but-idle (absorbed + eagain)", lambda s: _num(s.idle_fraction, "{:.1%}")),
+    ("wakeups, all causes", lambda s: str(s.wakeups)),
     *((f"  {c}", _cause(c)) for c in CAUSES),
-    ("wakeups per accept (all causes)", lambda s: _num(s["wakeups_per_accept"])),
-    ("wake latency p50 µs", lambda s: _pct(s["wake_latency_us"], "p50")),
-    ("wake latency p99 µs", lambda s: _pct(s["wake_latency_us"], "p99")),
-    ("accept latency p50 µs", lambda s: _pct(s["accept_latency_us"], "p50")),
-    ("accept latency p99 µs", lambda s: _pct(s["accept_latency_us"], "p99")),
-    ("accept latency match", lambda s: s["accept_latency_match"] or "-"),
-    ("workers (threads waiting on the listener)", lambda s: str(len(s["accepts_per_thread"]))),
-    ("fairness (Jain)", lambda s: _num(s["fairness_jain"], "{:.3f}")),
-    ("largest share", lambda s: _num(s["max_share"], "{:.1%}")),
-    ("lost events", lambda s: "unknown" if s["lost_events"] is None else str(s["lost_events"])),
-    ("probe misses", lambda s: "unknown" if s["probe_misses"] is None else str(s["probe_misses"])),
+    ("wakeups per accept (all causes)", lambda s: _num(s.wakeups_per_accept)),
+    ("wake latency p50 µs", lambda s: _pct(s.wake_latency_us, "p50")),
+    ("wake latency p99 µs", lambda s: _pct(s.wake_latency_us, "p99")),
+    ("accept latency p50 µs", lambda s: _pct(s.accept_latency_us, "p50")),
+    ("accept latency p99 µs", lambda s: _pct(s.accept_latency_us, "p99")),
+    ("accept latency match", lambda s: s.accept_latency_match or "-"),
+    ("workers (threads waiting on the listener)", lambda s: str(len(s.accepts_per_thread))),
+    ("fairness (Jain)", lambda s: _num(s.fairness_jain, "{:.3f}")),
+    ("largest share", lambda s: _num(s.max_share, "{:.1%}")),
+    ("lost events", lambda s: "unknown" if s.lost_events is None else str(s.lost_events)),
+    ("probe misses", lambda s: "unknown" if s.probe_misses is None else str(s.probe_misses)),
 )
 LOUD = ("lost events", "probe misses")
 
 
-def _vs(name: str) -> Callable[[dict[str, Any]], str]:
-    return lambda s: _num(s["vs_baseline"][name], "{:.2f}x")
+def _vs(name: str) -> Callable[[Judged], str]:
+    return lambda j: _num((j.vs_baseline or {}).get(name), "{:.2f}x")
 
 
 BASELINE_ROWS = tuple((f"{name.replace('_', ' ')} vs baseline", _vs(name))
@@ -77,27 +79,29 @@ BASELINE_ROWS = tuple((f"{name.replace('_', ' ')} vs baseline", _vs(name))
                                    "eagain_per_accept", "wake_latency_p50_us", "accept_latency_p50_us"))
 
 
-def summary_table(summaries: list[dict[str, Any]], title: str = "herdtrace analyze") -> Table:
+def summary_table(judged: list[Judged], title: str = "herdtrace analyze") -> Table:
     table = Table(title=title, show_lines=False)
     table.add_column("metric", style="bold", no_wrap=True)
-    for s in summaries:
-        table.add_column(s["label"], justify="right")
-    rows = ROWS + (BASELINE_ROWS if summaries and "vs_baseline" in summaries[0] else ())
-    for name, cell in rows:
-        cells = [cell(s) for s in summaries]
+    for j in judged:
+        table.add_column(j.label, justify="right")
+    for name, cell in ROWS:
+        cells = [cell(j.summary) for j in judged]
         style = "red" if name in LOUD and any(c != "0" for c in cells) else None
         table.add_row(name, *cells, style=style)
+    if judged and judged[0].vs_baseline is not None:
+        for name, vs in BASELINE_ROWS:
+            table.add_row(name, *[vs(j) for j in judged])
     return table
 
 
-def verdict_lines(summaries: list[dict[str, Any]]) -> list[str]:
+def verdict_lines(judged: list[Judged]) -> list[str]:
     """Each recording's verdict, and the fixes for a herd, under the table."""
     lines = []
-    for s in summaries:
-        v = s["verdict"]
-        colour = {"herd": "red", "no-herd": "green"}.get(v["level"], "yellow")
-        lines.append(f"[bold]{s['label']}[/]: [{colour}]{v['text']}[/]")
-        lines += [f"  fix: {fix}" for fix in v["fixes"]]
+    for j in judged:
+        v = j.verdict
+        colour = {"herd": "red", "no-herd": "green"}.get(v.level, "yellow")
+        lines.append(f"[bold]{j.label}[/]: [{colour}]{v.text}[/]")
+        lines += [f"  fix: {fix}" for fix in v.fixes]
     return lines
 
 

@@ -14,35 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from herdtrace.errors import HerdtraceError
-from herdtrace.workloads.server import ServerOptions
+from herdtrace.workloads.server import GroundTruth, ServerOptions
 
 START_TIMEOUT_S = 20.0
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    mode: str
-    workers: int
-    threads: bool
-    accepts: int
-    eagain: int
-    wait_returns: int
-    errors: int
-    per_worker: list[dict[str, int]]
-
-    @classmethod
-    def from_json(cls, data: dict) -> GroundTruth:
-        t = data["totals"]
-        return cls(
-            mode=data["mode"], workers=data["workers"], threads=data["threads"],
-            accepts=t["accepts"], eagain=t["eagain"], wait_returns=t["wait_returns"],
-            errors=t["errors"], per_worker=data["per_worker"],
-        )
 
 
 def serve_command(opts: ServerOptions, stats: Path) -> list[str]:

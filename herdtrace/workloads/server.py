@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from herdtrace.errors import HerdtraceError
 from herdtrace.workloads import modes
@@ -74,6 +75,36 @@ class Counters:
             {"worker": slot, **dict(zip(COUNTER_NAMES, self.view[slot * n : (slot + 1) * n], strict=True))}
             for slot in range(self.workers)
         ]
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What the lab server counted itself: what a recording of it must agree with.
+    The same names as analysis' Summary (accepts, eagain)."""
+
+    mode: str
+    workers: int
+    threads: bool
+    accepts: int
+    eagain: int
+    wait_returns: int
+    errors: int
+    per_worker: list[dict[str, int]]
+    pid: int = 0
+    port: int = 0
+    stuck_workers: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GroundTruth:
+        counts = data.get("totals", data)  # files written before 2026-11 kept counts apart
+        return cls(mode=data["mode"], workers=data["workers"], threads=data["threads"],
+                   accepts=counts["accepts"], eagain=counts["eagain"],
+                   wait_returns=counts["wait_returns"], errors=counts["errors"],
+                   per_worker=data["per_worker"], pid=data.get("pid", 0),
+                   port=data.get("port", 0), stuck_workers=tuple(data.get("stuck_workers", ())))
 
 
 def respond(conn: socket.socket) -> None:
@@ -245,18 +276,14 @@ class Server:
             with contextlib.suppress(OSError):
                 self.listener.shutdown(socket.SHUT_RD)
 
-    def truth(self) -> dict[str, object]:
+    def truth(self, stuck_workers: tuple[int, ...]) -> GroundTruth:
         rows = self.counters.rows()
-        totals = {k: sum(r[k] for r in rows) for k in ("wait_returns", "accepts", "eagain", "errors")}
-        return {
-            "mode": self.mode.name,
-            "workers": self.opts.workers,
-            "threads": self.opts.threads,
-            "pid": os.getpid(),
-            "port": self.port,
-            "per_worker": rows,
-            "totals": totals,
-        }
+        return GroundTruth(
+            mode=self.mode.name, workers=self.opts.workers, threads=self.opts.threads,
+            accepts=sum(r["accepts"] for r in rows), eagain=sum(r["eagain"] for r in rows),
+            wait_returns=sum(r["wait_returns"] for r in rows),
+            errors=sum(r["errors"] for r in rows), per_worker=rows, pid=os.getpid(),
+            port=self.port, stuck_workers=stuck_workers)
 
 
 def set_parent_death_signal() -> None:
@@ -284,7 +311,7 @@ def wait_child(pid: int, timeout: float) -> bool:
     return False
 
 
-def serve(opts: ServerOptions, stats_path: Path | None = None) -> dict[str, object]:
+def serve(opts: ServerOptions, stats_path: Path | None = None) -> GroundTruth:
     """Run in the foreground until SIGINT/SIGTERM; return (and write) the ground truth."""
     handled = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, handled)
@@ -299,12 +326,9 @@ def serve(opts: ServerOptions, stats_path: Path | None = None) -> dict[str, obje
     signal.sigwait(handled)
     server.stop()
     stuck = [i for i, join in enumerate(joins) if not join(STOP_TIMEOUT_S)]
-    truth = server.truth()
-    truth["stuck_workers"] = stuck
+    truth = server.truth(tuple(stuck))
     if stats_path is not None:
-        stats_path.write_text(json.dumps(truth, indent=2) + "\n")
-    t = truth["totals"]
-    assert isinstance(t, dict)
-    print(f"herdtrace lab: accepts={t['accepts']} eagain={t['eagain']} "
-          f"wait_returns={t['wait_returns']} errors={t['errors']}", file=sys.stderr, flush=True)
-    return {**truth, "options": asdict(opts)}
+        stats_path.write_text(json.dumps(truth.to_json(), indent=2) + "\n")
+    print(f"herdtrace lab: accepts={truth.accepts} eagain={truth.eagain} "
+          f"wait_returns={truth.wait_returns} errors={truth.errors}", file=sys.stderr, flush=True)
+    return truth

@@ -95,18 +95,19 @@ def test_herd_factor_on_real_servers(tmp_path: Path, name: str) -> None:
     folded = rec.meta["wakings_merged"] + rec.meta["wakings_uninterruptible"]
     independent = counts.wakings + counts.wakings_missed
     assert close(mine["wakeups"] + folded, independent, 0.02), (mine, folded, counts)
-    assert summary["accepted"] == REQUESTS
-    assert summary["lost_events"] == 0
-    assert summary["probe_misses"] == 0  # raw tracepoints: none even beside bpftrace
+    assert summary.accepts == REQUESTS
+    assert summary.lost_events == 0
+    assert summary.probe_misses == 0  # raw tracepoints: none even beside bpftrace
     # The headline counts the herd: listener wakeups per accepted connection.
-    assert summary["herd_factor_basis"] == "listener"
-    assert low <= summary["herd_factor"] <= high, summary
-    assert summary["listener_wakeups"] == summary["wakeup_causes"]["listener"]
-    assert sum(summary["listener_outcomes"].values()) == summary["listener_wakeups"]
-    assert sum(summary["wakeup_causes"].values()) == summary["wakeups"]
+    assert summary.herd_factor_basis == "listener"
+    assert summary.herd_factor is not None and low <= summary.herd_factor <= high, summary
+    assert summary.listener_wakeups == summary.wakeup_causes["listener"]
+    assert summary.listener_outcomes is not None
+    assert sum(summary.listener_outcomes.values()) == summary.listener_wakeups
+    assert sum(summary.wakeup_causes.values()) == summary.wakeups
     # The workers are the threads that wait on the listener: four of them.
-    assert summary["workers"] == 4
-    twpc = summary["threads_woken_per_connection"]
+    assert summary.workers == 4
+    twpc = summary.threads_woken_per_connection
     assert twpc is not None and (twpc <= 1.05 if high < 2 else twpc >= 2.0)
 
 
@@ -130,8 +131,8 @@ def test_forced_conn_state_rule_gives_the_same_herd(tmp_path: Path) -> None:
     summary = metrics.summarize(rec)
     assert rec.meta["attribution"] == "conn_state"
     assert set(rec.wakeups["cause_basis"].astype(str)) <= {"conn_state", "analysis"}
-    assert summary["herd_factor_basis"] == "listener"
-    assert low <= summary["herd_factor"] <= high, summary
+    assert summary.herd_factor_basis == "listener"
+    assert summary.herd_factor is not None and low <= summary.herd_factor <= high, summary
 
 
 def test_no_duplicate_or_torn_rows_at_saturation(tmp_path: Path) -> None:
@@ -139,8 +140,8 @@ def test_no_duplicate_or_torn_rows_at_saturation(tmp_path: Path) -> None:
     rec, counts = record_beside_bpftrace(tmp_path, factory, 20000, concurrency=16)
     w = rec.wakeups
     summary = metrics.summarize(rec)
-    assert summary["lost_events"] == 0
+    assert summary.lost_events == 0
     assert w["outcome"].notna().all()  # no row with outcome 0
     assert not w.duplicated(["tid", "ts"]).any()
-    assert sum(summary["outcomes"].values()) == summary["wakeups"]
+    assert sum(summary.outcomes.values()) == summary.wakeups
     assert close(in_window(rec, counts)["accepts"], counts.accepts, 0.005)

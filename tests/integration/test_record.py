@@ -23,14 +23,15 @@ HERD_FLOOR = {"epoll-shared": 2.0}
 WAKE_ONE_CEILING = {"accept-blocking": 1.2, "reuseport": 1.2}
 
 
-def check_against_truth(path: Path, truth_accepts: int, truth_eagain: int, mode: str) -> dict:
+def check_against_truth(path: Path, truth_accepts: int, truth_eagain: int,
+                        mode: str) -> metrics.Summary:
     summary = metrics.summarize(load.load_recording(path))
-    assert summary["lost_events"] == 0
-    assert summary["accepted"] == truth_accepts == CONNECTIONS
-    assert summary["accept_eagain"] == truth_eagain
-    assert summary["connections"] == CONNECTIONS
-    per_accept = summary["herd_factor"]
-    assert summary["herd_factor_basis"] == "listener"
+    assert summary.lost_events == 0
+    assert summary.accepts == truth_accepts == CONNECTIONS
+    assert summary.eagain == truth_eagain
+    assert summary.connections == CONNECTIONS
+    per_accept = summary.herd_factor
+    assert per_accept is not None and summary.herd_factor_basis == "listener"
     if mode in HERD_FLOOR:
         assert per_accept > HERD_FLOOR[mode]
     if mode in WAKE_ONE_CEILING:
@@ -48,8 +49,8 @@ def test_record_by_pid_matches_ground_truth(tmp_path: Path, mode: str, threads: 
     assert run.recording is not None
     summary = check_against_truth(run.recording, run.truth.accepts, run.truth.eagain, mode)
     # Workers are the threads that waited; with threads they share one process.
-    assert len(summary["accepts_per_thread"]) == 4
-    assert sum(summary["accepts_per_thread"].values()) == CONNECTIONS
+    assert len(summary.accepts_per_thread) == 4
+    assert sum(summary.accepts_per_thread.values()) == CONNECTIONS
 
 
 @pytest.mark.parametrize("threads", [False, True], ids=["processes", "threads"])
@@ -58,7 +59,7 @@ def test_record_command_from_first_instruction(tmp_path: Path, mode: str, thread
     path, truth, result, err = record_lab_command(tmp_path, mode, threads, CONNECTIONS)
     assert result.completed == CONNECTIONS
     summary = check_against_truth(path, truth.accepts, truth.eagain, mode)
-    assert f"{summary['wakeups']} wakeups, {CONNECTIONS} accepts" in err
+    assert f"{summary.wakeups} wakeups, {CONNECTIONS} accepts" in err
     rec = load.load_recording(path)
     # The server and every worker it forked or spawned were followed from the start.
     assert rec.meta["target"]["command"][1:4] == ["-m", "herdtrace", "lab"]
@@ -96,8 +97,8 @@ def test_lost_events_are_counted_and_shown(tmp_path: Path) -> None:
     lost = rec.meta["lost_events"]
     assert lost > 0 and sum(rec.meta["lost_per_cpu"]) == lost
     summary = metrics.summarize(rec)
-    assert summary["lost_events"] == lost
-    assert summary["accepted"] < accepts  # what was lost is missing, not made up
+    assert summary.lost_events == lost
+    assert summary.accepts < accepts  # what was lost is missing, not made up
     result = CliRunner().invoke(app, ["analyze", str(out)])
     assert "lost events" in result.output and str(lost) in result.output
 
@@ -110,7 +111,7 @@ def test_one_shared_epoll_spreads_the_herd_by_rewaking(tmp_path: Path) -> None:
     run = run_once(spec, tmp_path / "one-fd.parquet")
     assert run.recording is not None
     summary = check_against_truth(run.recording, run.truth.accepts, run.truth.eagain, "epoll-one-fd")
-    assert summary["herd_factor"] > 1.5 and summary["threads_woken_per_connection"] > 1.5
+    assert (summary.herd_factor or 0) > 1.5 and (summary.threads_woken_per_connection or 0) > 1.5
     w = load.load_recording(run.recording).wakeups
     rewoken = w[(w["cause"] == "listener") & w["epoll_rewake"]]
     assert len(rewoken) > CONNECTIONS / 2
@@ -163,5 +164,5 @@ def test_record_by_port_finds_the_server(tmp_path: Path) -> None:
     rec = load.load_recording(out)
     assert srv.pid in rec.meta["target"]["pids"] and len(rec.meta["target"]["pids"]) == 4
     s = metrics.summarize(rec)
-    assert s["accepted"] == truth.accepts == load_result.completed == 200
-    assert s["accept_eagain"] == truth.eagain
+    assert s.accepts == truth.accepts == load_result.completed == 200
+    assert s.eagain == truth.eagain

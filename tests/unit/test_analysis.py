@@ -47,29 +47,30 @@ def rec(tmp_path: Path) -> load.Recording:
 
 def test_summary_worked_by_hand(rec: load.Recording) -> None:
     s = metrics.summarize(rec)
-    assert s["threads"] == 3 and s["connections"] == 2
-    assert s["accepted"] == 2 and s["accept_eagain"] == 1
-    assert s["wakeups"] == 4 and s["wakeups_per_accept"] == 2.0
-    assert s["outcomes"] == {"accepted": 2, "eagain": 1, "absorbed": 1, "other": 0,
+    assert s.threads == 3 and s.connections == 2
+    assert s.accepts == 2 and s.eagain == 1
+    assert s.wakeups == 4 and s.wakeups_per_accept == 2.0
+    assert s.outcomes == {"accepted": 2, "eagain": 1, "absorbed": 1, "other": 0,
                              "unresolved": 0}
-    assert s["idle_wakeups"] == 2 and s["idle_fraction"] == 0.5  # of the 4 listener wakeups
+    assert s.idle_wakeups == 2 and s.idle_fraction == 0.5  # of the 4 listener wakeups
     # wake latencies 50, 195, 100, 49 ns: median (50 + 100) / 2 = 75 ns
-    assert s["wake_latency_us"]["p50"] == pytest.approx(0.075)
-    assert s["wake_latency_us"]["max"] == pytest.approx(0.195)
+    assert s.wake_latency_us is not None and s.accept_latency_us is not None
+    assert s.wake_latency_us["p50"] == pytest.approx(0.075)
+    assert s.wake_latency_us["max"] == pytest.approx(0.195)
     # accept latencies: 1200 - 1000 = 200 ns, 2160 - 2000 = 160 ns
-    assert s["accept_latency_match"] == "peer"
-    assert s["accept_latency_us"]["p50"] == pytest.approx(0.18)
-    assert s["accept_latency_us"]["max"] == pytest.approx(0.2)
-    assert s["accepts_per_thread"] == {"11": 1, "12": 1}
-    assert s["fairness_jain"] == 1.0 and s["max_share"] == 0.5
-    assert s["duration_s"] == 2.0 and s["lost_events"] == 0
+    assert s.accept_latency_match == "peer"
+    assert s.accept_latency_us["p50"] == pytest.approx(0.18)
+    assert s.accept_latency_us["max"] == pytest.approx(0.2)
+    assert s.accepts_per_thread == {"11": 1, "12": 1}
+    assert s.fairness_jain == 1.0 and s.max_share == 0.5
+    assert s.duration_s == 2.0 and s.lost_events == 0
 
 
 def test_fifo_match_gives_the_same_latencies(tmp_path: Path) -> None:
     rec = load.load_recording(two_connections(peer=False).write(tmp_path / "fifo.parquet"))
     s = metrics.summarize(rec)
-    assert s["accept_latency_match"] == "fifo"
-    assert s["accept_latency_us"]["p50"] == pytest.approx(0.18)
+    assert s.accept_latency_match == "fifo" and s.accept_latency_us is not None
+    assert s.accept_latency_us["p50"] == pytest.approx(0.18)
 
 
 def test_per_connection_frame(rec: load.Recording) -> None:
@@ -96,18 +97,18 @@ def test_per_thread_frame(rec: load.Recording) -> None:
 def test_fairness_counts_workers_that_never_won(tmp_path: Path) -> None:
     b = two_connections().thread(13, 13, 10, "w").wakeup(1106, 13, AB, oncpu=1400, conn_id=1)
     s = metrics.summarize(load.load_recording(b.write(tmp_path / "three.parquet")))
-    assert s["accepts_per_thread"] == {"11": 1, "12": 1, "13": 0}
-    assert s["fairness_jain"] == pytest.approx(4 / 6)  # (1+1+0)^2 / (3 * (1+1+0))
-    assert s["wakeups_per_accept"] == 2.5
+    assert s.accepts_per_thread == {"11": 1, "12": 1, "13": 0}
+    assert s.fairness_jain == pytest.approx(4 / 6)  # (1+1+0)^2 / (3 * (1+1+0))
+    assert s.wakeups_per_accept == 2.5
 
 
 def test_nothing_made_up_without_data(tmp_path: Path) -> None:
     b = Builder().thread(10, 10, 1, "idle").wakeup(100, 10, Outcome.OTHER)
     s = metrics.summarize(load.load_recording(b.write(tmp_path / "idle.parquet")))
-    assert s["accepted"] == 0
-    assert s["wakeups_per_accept"] is None and s["accept_latency_us"] is None
-    assert s["accept_latency_match"] is None and s["fairness_jain"] is None
-    assert s["max_share"] is None and s["wake_latency_us"] is None
+    assert s.accepts == 0
+    assert s.wakeups_per_accept is None and s.accept_latency_us is None
+    assert s.accept_latency_match is None and s.fairness_jain is None
+    assert s.max_share is None and s.wake_latency_us is None
 
 
 def test_labels_combine_recordings(tmp_path: Path) -> None:
@@ -117,9 +118,9 @@ def test_labels_combine_recordings(tmp_path: Path) -> None:
     assert [r.label for r in recs] == ["epoll-shared", "epoll-shared"]
     (combined,) = metrics.combine_by_label(recs)
     s = metrics.summarize(combined)
-    assert s["wakeups"] == 8 and s["accepted"] == 4 and s["connections"] == 4
+    assert s.wakeups == 8 and s.accepts == 4 and s.connections == 4
     assert len(metrics.per_connection(combined)) == 4  # ids kept apart across files
-    assert s["duration_s"] == 4.0
+    assert s.duration_s == 4.0
     assert a.exists() and b.exists()
 
 
@@ -132,8 +133,8 @@ def test_analyze_json_shape(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     (r,) = data["recordings"]
-    for key in ("file", "label", "duration_s", "threads", "connections", "accepted",
-                "accept_eagain", "wakeups", "wakeups_per_accept", "outcomes", "idle_wakeups",
+    for key in ("file", "label", "duration_s", "threads", "connections", "accepts",
+                "eagain", "wakeups", "wakeups_per_accept", "outcomes", "idle_wakeups",
                 "idle_fraction", "wake_latency_us", "accept_latency_us", "accept_latency_match",
                 "accepts_per_thread", "fairness_jain", "max_share", "lost_events",
                 "herd_factor", "herd_factor_basis", "threads_woken_per_connection",
@@ -213,9 +214,9 @@ def test_fairness_of_a_label_is_per_run(tmp_path: Path) -> None:
     b.write(tmp_path / "b.parquet", label="m")
     (combined,) = metrics.combine_by_label(load.load_recordings([a, tmp_path / "b.parquet"]))
     s = metrics.summarize(combined)
-    assert s["workers"] == 2
-    assert s["fairness_jain"] == pytest.approx((1.0 + 0.5) / 2)  # run b: (2+0)^2 / (2*4)
-    assert s["max_share"] == pytest.approx((0.5 + 1.0) / 2)
+    assert s.workers == 2
+    assert s.fairness_jain == pytest.approx((1.0 + 0.5) / 2)  # run b: (2+0)^2 / (2*4)
+    assert s.max_share == pytest.approx((0.5 + 1.0) / 2)
     share = metrics.share_by_rank(metrics.accepts_per_run_thread(combined))
     assert share.tolist() == pytest.approx([0.75, 0.25])
 
@@ -242,26 +243,26 @@ def event_driven_server() -> Builder:
 
 def test_herd_counts_listener_wakeups_only(tmp_path: Path) -> None:
     s = metrics.summarize(load.load_recording(event_driven_server().write(tmp_path / "e.parquet")))
-    assert s["wakeups"] == 6 and s["wakeups_per_accept"] == 3.0  # kept, never the herd factor
-    assert s["herd_factor_basis"] == "listener"
-    assert s["herd_factor"] == 1.0 and s["listener_wakeups"] == 2
-    assert s["threads_woken_per_connection"] == 1.0
+    assert s.wakeups == 6 and s.wakeups_per_accept == 3.0  # kept, never the herd factor
+    assert s.herd_factor_basis == "listener"
+    assert s.herd_factor == 1.0 and s.listener_wakeups == 2
+    assert s.threads_woken_per_connection == 1.0
     # The select that returned 0 timed out: its wakeup was the timer's.
-    assert s["wakeup_causes"] == {"listener": 2, "connection": 2, "socket": 0, "timer": 1,
+    assert s.wakeup_causes == {"listener": 2, "connection": 2, "socket": 0, "timer": 1,
                                   "other": 1, "unknown": 0}
-    assert s["listener_outcomes"] == {"accepted": 2, "eagain": 0, "absorbed": 0, "other": 0,
+    assert s.listener_outcomes == {"accepted": 2, "eagain": 0, "absorbed": 0, "other": 0,
                                       "unresolved": 0}
-    assert s["idle_wakeups"] == 0 and s["idle_fraction"] == 0.0
+    assert s.idle_wakeups == 0 and s.idle_fraction == 0.0
     # The parent, woken by its timer and a pipe, is not a worker: fairness of 11 and 12.
-    assert s["accepts_per_thread"] == {"11": 1, "12": 1}
-    assert s["workers"] == 2 and s["fairness_jain"] == 1.0
-    assert s["probe_misses"] == 0
+    assert s.accepts_per_thread == {"11": 1, "12": 1}
+    assert s.workers == 2 and s.fairness_jain == 1.0
+    assert s.probe_misses == 0
 
 
 def test_herd_of_two_is_two_threads_per_connection(rec: load.Recording) -> None:
     s = metrics.summarize(rec)
-    assert s["herd_factor"] == 2.0 and s["threads_woken_per_connection"] == 2.0
-    assert s["listener_outcomes"] == {"accepted": 2, "eagain": 1, "absorbed": 1, "other": 0,
+    assert s.herd_factor == 2.0 and s.threads_woken_per_connection == 2.0
+    assert s.listener_outcomes == {"accepted": 2, "eagain": 1, "absorbed": 1, "other": 0,
                                       "unresolved": 0}
 
 
@@ -269,9 +270,9 @@ def test_without_causes_the_herd_counts_every_wakeup(tmp_path: Path) -> None:
     """A recording that cannot tell listener wakeups apart says so, and counts all."""
     path = event_driven_server().write(tmp_path / "old.parquet", attribution="none")
     s = metrics.summarize(load.load_recording(path))
-    assert s["herd_factor_basis"] == "all-wakeups"
-    assert s["herd_factor"] == 3.0 and s["listener_wakeups"] is None
-    assert s["listener_outcomes"] is None
+    assert s.herd_factor_basis == "all-wakeups"
+    assert s.herd_factor == 3.0 and s.listener_wakeups is None
+    assert s.listener_outcomes is None
 
 
 def test_schema_1_recording_still_analyses(tmp_path: Path) -> None:
@@ -284,9 +285,9 @@ def test_schema_1_recording_still_analyses(tmp_path: Path) -> None:
     pq.write_table(table.replace_schema_metadata({b"herdtrace": json.dumps(meta).encode()}),
                    tmp_path / "v1.parquet")
     s = metrics.summarize(load.load_recording(tmp_path / "v1.parquet"))
-    assert s["herd_factor_basis"] == "all-wakeups" and s["herd_factor"] == 2.0
-    assert s["wakeup_causes"]["unknown"] == 4
-    assert s["probe_misses"] is None
+    assert s.herd_factor_basis == "all-wakeups" and s.herd_factor == 2.0
+    assert s.wakeup_causes["unknown"] == 4
+    assert s.probe_misses is None
 
 
 def test_analyze_baseline_and_rounding(tmp_path: Path) -> None:
@@ -308,7 +309,7 @@ def test_one_column_per_file_unless_by_label(tmp_path: Path) -> None:
     per_file = json.loads(runner.invoke(app, ["analyze", str(tmp_path), "--json"]).output)
     assert "labels" not in per_file and len(per_file["recordings"]) == 2
     combined = json.loads(runner.invoke(app, ["analyze", str(tmp_path), "--json", "--by-label"]).output)
-    assert [s["accepted"] for s in combined["labels"]] == [4]
+    assert [s["accepts"] for s in combined["labels"]] == [4]
 
 
 def test_combining_labels_across_folders_warns(tmp_path: Path) -> None:
@@ -318,4 +319,4 @@ def test_combining_labels_across_folders_warns(tmp_path: Path) -> None:
     result = runner.invoke(app, ["analyze", str(tmp_path), "--by-label", "--json"])
     assert result.exit_code == 0
     assert "label epoll-shared combines recordings from one-at-a-time, saturate" in result.stderr
-    assert json.loads(result.stdout)["labels"][0]["accepted"] == 4
+    assert json.loads(result.stdout)["labels"][0]["accepts"] == 4

@@ -33,12 +33,13 @@ def convert(tmp: Path, lines: list[str], stderr: list[str] | None = None) -> loa
 def test_herd_four_woken_one_wins(tmp_path: Path) -> None:
     rec = convert(tmp_path, HERD)
     s = metrics.summarize(rec)
-    assert s["wakeups"] == 4 and s["accepted"] == 1 and s["accept_eagain"] == 2
-    assert s["outcomes"] == {"accepted": 1, "eagain": 2, "absorbed": 1, "other": 0,
+    assert s.wakeups == 4 and s.accepts == 1 and s.eagain == 2
+    assert s.outcomes == {"accepted": 1, "eagain": 2, "absorbed": 1, "other": 0,
                              "unresolved": 0}
-    assert s["wakeups_per_accept"] == 4.0 and s["idle_fraction"] == 0.75
-    assert s["accept_latency_match"] == "peer"
-    assert s["accept_latency_us"]["p50"] == pytest.approx(0.15)  # 1150 - 1000 ns
+    assert s.wakeups_per_accept == 4.0 and s.idle_fraction == 0.75
+    assert s.accept_latency_match == "peer"
+    assert s.accept_latency_us is not None
+    assert s.accept_latency_us["p50"] == pytest.approx(0.15)  # 1150 - 1000 ns
     assert (rec.wakeups["wait_call"] == "kevent").all()
     assert (rec.wakeups["conn_id"] == 1).all() and rec.wakeups["net_cause"].all()
     assert rec.meta["backend"] == "dtrace" and rec.meta["attribution"] == "solisten_wakeup"
@@ -51,8 +52,8 @@ def test_wake_one_run(tmp_path: Path) -> None:
     lines = [ln for ln in lines if not ln.startswith(("R 1105", "E 1115", "R 1160", "R 1125",
                                                       "E 1130", "R 1165"))]
     s = metrics.summarize(convert(tmp_path, lines))
-    assert s["wakeups"] == 1 and s["wakeups_per_accept"] == 1.0
-    assert s["accept_eagain"] == 0 and s["outcomes"]["accepted"] == 1
+    assert s.wakeups == 1 and s.wakeups_per_accept == 1.0
+    assert s.eagain == 0 and s.outcomes["accepted"] == 1
 
 
 def test_same_fields_as_a_linux_recording_of_the_same_shape(tmp_path: Path) -> None:
@@ -69,11 +70,11 @@ def test_same_fields_as_a_linux_recording_of_the_same_shape(tmp_path: Path) -> N
     linux.accept(1160, 102, -11, tgid=102)
     linux.accept(1165, 103, -11, tgid=103)
     lin = metrics.summarize(load.load_recording(linux.write(tmp_path / "linux.parquet")))
-    for key in ("threads", "connections", "accepted", "accept_eagain", "wakeups",
+    for key in ("threads", "connections", "accepts", "eagain", "wakeups",
                 "wakeups_per_accept", "outcomes", "idle_wakeups", "idle_fraction",
                 "wake_latency_us", "accept_latency_us", "accept_latency_match",
                 "accepts_per_thread", "fairness_jain", "max_share", "lost_events"):
-        assert bsd[key] == lin[key], key
+        assert getattr(bsd, key) == getattr(lin, key), key
 
 
 def test_drops_become_lost_events(tmp_path: Path) -> None:
@@ -82,7 +83,7 @@ def test_drops_become_lost_events(tmp_path: Path) -> None:
     rec = convert(tmp_path, HERD, stderr)
     assert rec.meta["lost_events"] == 9 and rec.meta["lost_per_cpu"] == [0, 9]
     assert rec.meta["dtrace_other_drops"] == 3 and rec.meta["dtrace_errors"] == 1
-    assert metrics.summarize(rec)["lost_events"] == 9
+    assert metrics.summarize(rec).lost_events == 9
 
 
 def test_malformed_lines_are_counted_not_fatal(tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_malformed_lines_are_counted_not_fatal(tmp_path: Path) -> None:
     rec = convert(tmp_path, [*HERD[:5], *junk, *HERD[5:]])
     assert rec.meta["malformed_lines"] == len(junk)
     assert rec.meta["malformed_examples"] == junk[:5]
-    assert metrics.summarize(rec)["wakeups"] == 4
+    assert metrics.summarize(rec).wakeups == 4
 
 
 def test_unknown_format_version_is_refused() -> None:

@@ -70,7 +70,7 @@ def test_serve_writes_stats_and_prints_totals(tmp_path) -> None:
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0
     data = json.loads(stats.read_text())
-    assert data["totals"]["accepts"] == 50 and len(data["per_worker"]) == 3
+    assert data["accepts"] == 50 and len(data["per_worker"]) == 3 and data["stuck_workers"] == []
     assert "accepts=50" in err
 
 

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from herdtrace.analysis import load, metrics
 from herdtrace.bench.execute import truth_check
+from herdtrace.workloads.lab import GroundTruth
 from tests.unit.test_analysis import two_connections
 
 
@@ -50,10 +51,10 @@ DATA = Path(__file__).parent.parent / "data"
 def test_schema_2_recording_still_agrees_with_its_truth() -> None:
     """A real lab recording written by schema 2 (integer codes, zeros for absent)."""
     path = DATA / "schema2-epoll-exclusive.parquet"
-    truth = json.loads(path.with_suffix(".truth.json").read_text())
+    truth = GroundTruth.from_json(json.loads(path.with_suffix(".truth.json").read_text()))
     rec = load.load_recording(path)
     assert rec.meta["schema_version"] == 2
     s = metrics.summarize(rec)
     assert truth_check(s, truth) is None
-    assert s["herd_factor_basis"] == "listener" and s["herd_factor"] == 1.0
+    assert s.herd_factor_basis == "listener" and s.herd_factor == 1.0
     assert set(rec.threads["comm"]) == {"python"}
