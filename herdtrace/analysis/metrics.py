@@ -216,13 +216,18 @@ def cause_counts(wakeups: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in counts.items()}
 
 
+def woken_pair_counts(herd: pd.DataFrame) -> tuple[int, int]:
+    """Distinct (connection, thread) pairs the listener woke, and the connections
+    that woke anyone: the counts behind threads woken per connection."""
+    tied = herd.loc[herd["conn_id"].notna(), ["conn_id", "tid"]]
+    return len(tied.drop_duplicates()), int(tied["conn_id"].nunique())
+
+
 def threads_woken_per_connection(herd: pd.DataFrame) -> float | None:
     """Distinct threads woken per listener readiness event (one connection making the
     listener readable), over the connections that woke anyone."""
-    tied = herd.loc[herd["conn_id"].notna(), ["conn_id", "tid"]]
-    if tied.empty:
-        return None
-    return float(tied.drop_duplicates().groupby("conn_id").size().mean())
+    pairs, conns = woken_pair_counts(herd)
+    return pairs / conns if conns else None
 
 
 def _probe_misses(meta: dict[str, Any]) -> int | None:

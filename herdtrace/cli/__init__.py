@@ -52,9 +52,9 @@ def _main(
 
 
 def _register() -> None:
-    from herdtrace.cli import analyze, bench, doctor, lab, record, report, top
+    from herdtrace.cli import analyze, bench, doctor, lab, record, report, summarize, top
 
-    for module in (doctor, record, top, analyze, report, bench):
+    for module in (doctor, record, top, analyze, summarize, report, bench):
         module.register(app)
     lab.register(app, _Group)
 

@@ -15,6 +15,8 @@ def analyze_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     by_label: Annotated[bool, typer.Option("--by-label", help="Combine recordings that share a label (e.g. a bench's repeats of one mode) into one column.")] = False,
     baseline: Annotated[Path | None, typer.Option(metavar="FILE", help="A recording to compare with: adds each figure's ratio to it.")] = None,
+    group_by: Annotated[str | None, typer.Option("--group-by", metavar="KEY", show_default=False, help="Roll recordings (or tables from `herdtrace summarize`) up by host, target, mode, day or kernel: counts summed, ratios from the sums.")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", metavar="N", show_default=False, help="With --group-by: recordings summarized at once [default: one per CPU].")] = None,
 ) -> None:
     """Herd factor, threads woken per connection, outcomes, causes, latencies, fairness and a
     verdict with the fix, for each recording."""
@@ -22,6 +24,11 @@ def analyze_command(
     from herdtrace.analysis import load, metrics
     from herdtrace.analysis.verdict import Judged, judged_summary
 
+    if group_by is not None:
+        from herdtrace.cli.rollup import print_rollup
+
+        print_rollup(files, group_by, jobs, as_json)
+        return
     recs = load.load_recordings(files)
     shown, grouped = metrics.grouped(recs, by_label)
     if grouped:
