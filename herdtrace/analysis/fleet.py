@@ -20,9 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from herdtrace.analysis import load, metrics, verdict
+from herdtrace.analysis import load, metrics, stream, verdict
 from herdtrace.analysis.load import CAUSES, OUTCOMES
-from herdtrace.analysis.per_listener import WAIT_MODES
 from herdtrace.errors import HerdtraceError
 
 SUMMARY_KEY = b"herdtrace_summary"  # marks a Parquet file as a table of summaries
@@ -41,48 +40,30 @@ RATIOS = {"herd_factor": ("listener_wakeups", "accepts"),
           "wakeups_per_accept": ("wakeups", "accepts")}
 
 
-def observed_mode(rec: load.Recording) -> str | None:
-    """How the workers waited: what /proc showed at record time, else the wait most
-    listener wakeups came out of."""
-    mode = verdict.listener_mode(rec)
-    if mode:
-        return mode
-    calls = metrics.herd_wakeups(rec)["wait_call"].astype(str).map(WAIT_MODES).dropna()
-    return str(calls.mode().iloc[0]) if len(calls) else None
-
-
-def _target(rec: load.Recording) -> str | None:
-    name = verdict.server_name(rec)
-    if name:
-        return name
-    command = rec.meta.get("target", {}).get("command") or []
-    return Path(command[0]).name if command else None
-
-
-def row_of(rec: load.Recording) -> dict[str, Any]:
-    """One recording's row: where and what it recorded, its counts, its ratios."""
-    s = metrics.summarize(rec)
-    herd = metrics.herd_wakeups(rec)
-    pairs, conns = metrics.woken_pair_counts(herd)
-    meta = rec.meta
-    start = meta.get("start_time")
+def row_from(s: metrics.Summary, meta: dict[str, Any], ev: verdict.Evidence, pairs: int,
+             conns: int) -> dict[str, Any]:
+    """Where and what a recording recorded, its counts, its ratios. The mode is what
+    /proc showed at record time, else the wait most listener wakeups came out of."""
     target = meta.get("target", {})
-    listener = s.listener_outcomes or {}
+    command = target.get("command") or []
+    start = meta.get("start_time")
+    # Where causes are unknown every wakeup is the herd's (herd_factor_basis says so).
+    listener = s.listener_outcomes if s.listener_outcomes is not None else s.outcomes
     row: dict[str, Any] = {
-        "file": str(rec.path), "error": None, "label": rec.label,
+        "file": s.file, "error": None, "label": s.label,
         "host": meta.get("hostname"), "kernel": meta.get("kernel_release"),
-        "target": _target(rec),
+        "target": ev.server or (Path(command[0]).name if command else None),
         "cmdline": " ".join(str(c) for c in target.get("cmdlines", {}).values())
-                   or " ".join(target.get("command") or []),
+                   or " ".join(command),
         "listen_ports": ",".join(str(p) for p in target.get("listen_ports", [])),
-        "mode": observed_mode(rec), "attribution": s.attribution,
+        "mode": ev.mode or (ev.waits[0] if ev.waits else None), "attribution": s.attribution,
         "herd_factor_basis": s.herd_factor_basis,
         "start_time": start, "end_time": meta.get("end_time"),
         "day": start[:10] if isinstance(start, str) else None,
         "duration_s": s.duration_s,
         "threads": s.threads, "connections": s.connections, "accepts": s.accepts,
         "eagain": s.eagain, "wakeups": s.wakeups,
-        "listener_wakeups": s.listener_wakeups if s.listener_wakeups is not None else len(herd),
+        "listener_wakeups": sum(listener.values()),
         "idle_wakeups": s.idle_wakeups, "woken_pairs": pairs, "woken_connections": conns,
         "lost_events": s.lost_events, "probe_misses": s.probe_misses, "workers": s.workers,
     }
@@ -104,7 +85,8 @@ def ratios_of(counts: dict[str, Any]) -> dict[str, float | None]:
 def summarize_one(path: str) -> dict[str, Any]:
     """A row, or a row with the error: a broken file never fails the run."""
     try:
-        return row_of(load.load_recording(path))
+        st = stream.analyse(path)  # bounded memory: N of these run at once
+        return row_from(st.summary, st.meta, st.evidence, st.woken_pairs, st.woken_connections)
     except (HerdtraceError, OSError, ValueError, KeyError) as exc:
         return {"file": path, "error": str(exc)}
 

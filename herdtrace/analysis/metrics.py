@@ -81,12 +81,15 @@ def match_accepts(
     return matched[cols].sort_values("ts").reset_index(drop=True), method
 
 
-def herd_basis(rec: Recording) -> str:
+def basis_of(meta: dict[str, Any]) -> str:
     """"listener" where the recording tells listener wakeups from the rest, else
     "all-wakeups" (a schema-1 recording, or a BSD one without solisten_wakeup)."""
-    known = (rec.meta.get("schema_version", 1) >= 2
-             and rec.meta.get("attribution") in LISTENER_ATTRIBUTIONS)
+    known = meta.get("schema_version", 1) >= 2 and meta.get("attribution") in LISTENER_ATTRIBUTIONS
     return "listener" if known else "all-wakeups"
+
+
+def herd_basis(rec: Recording) -> str:
+    return basis_of(rec.meta)
 
 
 def herd_wakeups(rec: Recording) -> pd.DataFrame:

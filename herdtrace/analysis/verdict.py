@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import pandas as pd
+
 from herdtrace.analysis import metrics
 from herdtrace.analysis.load import Recording
 
@@ -65,27 +67,48 @@ WAIT_WORDS = {"epoll": "epoll", "select/poll": "select() or poll()",
               "accept": "a blocking accept()", "kevent": "kevent()"}
 
 
-def listener_mode(rec: Recording) -> str | None:
+def listener_mode(meta: dict[str, Any]) -> str | None:
     """The mode /proc showed for the recording's listeners, where they agree."""
-    modes = {lst.get("mode") for lst in rec.meta.get("target", {}).get("listeners", [])}
+    modes = {lst.get("mode") for lst in meta.get("target", {}).get("listeners", [])}
     return modes.pop() if len(modes) == 1 else None
 
 
-def waits_of_herd(rec: Recording) -> list[str]:
-    """The kinds of wait the listener's wakeups found the workers in, most used first."""
-    calls = metrics.herd_wakeups(rec)["wait_call"].astype(str).map(WAIT_KINDS).dropna()
-    return list(calls.value_counts().index)
+@dataclass(frozen=True)
+class Evidence:
+    """What the verdict reads beyond the summary: how the workers waited and who
+    they are. From a loaded recording (evidence) or a streamed one (stream.py)."""
+
+    mode: str | None  # what /proc showed at record time
+    waits: tuple[str, ...]  # kinds of wait listener wakeups came out of, most used first
+    server: str | None  # the command name most workers run under
+    rewakes: int  # listener wakeups by a worker leaving the same epoll (epoll_rewake)
+    extra: int  # listener wakeups beyond one per connection
 
 
-def server_name(rec: Recording) -> str | None:
-    """The command name most of the workers run under (nginx, gunicorn, ...)."""
+def waits_ranked(calls: pd.Series) -> tuple[str, ...]:
+    """Wait syscall names (one per wakeup, or counts indexed by name) -> kinds, most first."""
+    return tuple(calls.groupby(calls.index.map(WAIT_KINDS)).sum().sort_values(ascending=False).index)
+
+
+def evidence(rec: Recording) -> Evidence:
+    herd = metrics.herd_wakeups(rec)
     workers = metrics.waiting_threads(rec)
     comms = rec.threads.loc[rec.threads["tid"].isin(workers), "comm"]
-    return str(comms.mode().iloc[0]) if len(comms) else None
+    calls = herd["wait_call"].astype(str).value_counts()
+    return Evidence(
+        mode=listener_mode(rec.meta),
+        waits=waits_ranked(calls[calls > 0]),
+        server=str(comms.mode().iloc[0]) if len(comms) else None,
+        rewakes=int(herd["epoll_rewake"].sum()),
+        extra=len(herd) - int(herd["conn_id"].nunique()),
+    )
 
 
 def judge(rec: Recording, summary: metrics.Summary | None = None) -> Verdict:
-    s = summary or metrics.summarize(rec)
+    return judge_from(summary or metrics.summarize(rec), evidence(rec))
+
+
+def judge_from(s: metrics.Summary, ev: Evidence) -> Verdict:
     if not s.accepts:
         return Verdict("unknown", "no connection was accepted while recording: nothing to judge")
     woken = s.threads_woken_per_connection
@@ -101,32 +124,24 @@ def judge(rec: Recording, summary: metrics.Summary | None = None) -> Verdict:
     eagain = s.eagain_per_accept or 0.0
     text = (f"herd: {measure:.1f} threads woken per connection, {idle:.0%} of them for nothing, "
             f"{eagain:.1f} EAGAIN per accept{basis}")
-    mode = listener_mode(rec)
-    waits = waits_of_herd(rec)
-    how = MODE_WORDS.get(mode or "") or (WAIT_WORDS[waits[0]] if waits else None)
+    how = MODE_WORDS.get(ev.mode or "") or (WAIT_WORDS[ev.waits[0]] if ev.waits else None)
     if how:
         text += f" (the workers wait in {how})"
-    fixes: list[str] = []
-    server = server_name(rec)
-    if server in SERVER_FIXES:
-        fixes += SERVER_FIXES[server]
-    fixes += wait_fixes(rec, mode)
+    fixes: list[str] = list(SERVER_FIXES.get(ev.server or "", ()))
+    fixes += wait_fixes(ev)
     return Verdict("herd", text, tuple(dict.fromkeys(fixes)))
 
 
-def wait_fixes(rec: Recording, mode: str | None) -> tuple[str, ...]:
+def wait_fixes(ev: Evidence) -> tuple[str, ...]:
     """The fix for the wait most of the herd's wakeups came out of."""
-    waits = waits_of_herd(rec)
-    if not waits:
+    if not ev.waits:
         return ()
-    if waits[0] == "epoll":
-        herd = metrics.herd_wakeups(rec)
-        extra = len(herd) - herd["conn_id"].nunique()  # beyond one per connection
-        if extra > 0 and herd["epoll_rewake"].sum() > extra / 2:  # waiters woke each other
+    if ev.waits[0] == "epoll":
+        if ev.extra > 0 and ev.rewakes > ev.extra / 2:  # waiters woke each other
             return (ONE_EPOLL, REUSEPORT)
-        if mode == "epoll-exclusive":
+        if ev.mode == "epoll-exclusive":
             return (ALREADY_EXCLUSIVE,)
-    return WAIT_FIXES[waits[0]]
+    return WAIT_FIXES[ev.waits[0]]
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from herdtrace.errors import HerdtraceError
+
+if TYPE_CHECKING:
+    from herdtrace.analysis.verdict import Judged
 
 
 def analyze_command(
@@ -17,19 +22,29 @@ def analyze_command(
     baseline: Annotated[Path | None, typer.Option(metavar="FILE", help="A recording to compare with: adds each figure's ratio to it.")] = None,
     group_by: Annotated[str | None, typer.Option("--group-by", metavar="KEY", show_default=False, help="Roll recordings (or tables from `herdtrace summarize`) up by host, target, mode, day or kernel: counts summed, ratios from the sums.")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", metavar="N", show_default=False, help="With --group-by: recordings summarized at once [default: one per CPU].")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Read each recording row group by row group, in bounded memory (automatic above 5M rows); no accept latency, percentiles to 1%.")] = False,
 ) -> None:
     """Herd factor, threads woken per connection, outcomes, causes, latencies, fairness and a
     verdict with the fix, for each recording."""
-    from herdtrace import __version__
     from herdtrace.analysis import load, metrics
-    from herdtrace.analysis.verdict import Judged, judged_summary
+    from herdtrace.analysis.verdict import judged_summary
 
     if group_by is not None:
         from herdtrace.cli.rollup import print_rollup
 
         print_rollup(files, group_by, jobs, as_json)
         return
-    recs = load.load_recordings(files)
+    from herdtrace.analysis import stream as streaming
+
+    paths = load.expand_paths(files)
+    if stream or any(streaming.too_big(p) for p in [*paths, *([baseline] if baseline else [])]):
+        if by_label:
+            raise HerdtraceError("--by-label combines recordings in memory, and these are "
+                                 "streamed: use --group-by to roll them up")
+        show([streaming.judged(p) for p in paths],
+             streaming.judged(baseline) if baseline else None, as_json)
+        return
+    recs = [load.load_recording(p) for p in paths]
     shown, grouped = metrics.grouped(recs, by_label)
     if grouped:
         for label, folders in metrics.mixed_labels(recs).items():
@@ -37,26 +52,34 @@ def analyze_command(
                        f"{', '.join(folders)}: different loads or runs? analyze each folder "
                        "on its own to keep them apart", err=True)
     base = judged_summary(load.load_recording(baseline)) if baseline else None
+    show([judged_summary(r) for r in recs], base, as_json,
+         [judged_summary(r) for r in shown] if grouped else None)
 
-    def summaries(of: list[load.Recording]) -> list[Judged]:
-        out = [judged_summary(r) for r in of]
-        if base is not None:
-            out = [replace(j, vs_baseline=metrics.ratios(j.summary, base.summary)) for j in out]
-        return out
+
+def show(recordings: list[Judged], base: Judged | None, as_json: bool,
+         labels: list[Judged] | None = None) -> None:
+    """Print the judged recordings (and labels), with ratios to the baseline if any."""
+    from herdtrace import __version__
+    from herdtrace.analysis import metrics
+
+    def against(judged: list[Judged]) -> list[Judged]:
+        if base is None:
+            return judged
+        return [replace(j, vs_baseline=metrics.ratios(j.summary, base.summary)) for j in judged]
 
     if as_json:
         doc: dict[str, Any] = {"herdtrace": __version__,
-                               "recordings": [j.to_json() for j in summaries(recs)]}
-        if grouped:
-            doc["labels"] = [j.to_json() for j in summaries(shown)]
+                               "recordings": [j.to_json() for j in against(recordings)]}
+        if labels is not None:
+            doc["labels"] = [j.to_json() for j in against(labels)]
         typer.echo(json.dumps(rounded(doc), indent=2))
         return
     from herdtrace.reports.table import console, summary_table, verdict_lines
 
-    shown_summaries = summaries(shown)
+    shown = against(labels if labels is not None else recordings)
     out_console = console()
-    out_console.print(summary_table(shown_summaries))
-    for line in verdict_lines(shown_summaries):
+    out_console.print(summary_table(shown))
+    for line in verdict_lines(shown):
         out_console.print(line)
 
 

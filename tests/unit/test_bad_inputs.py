@@ -38,6 +38,9 @@ BAD = {  # name: (arguments with {rec} and {tmp}, words the one line must hold)
     "report in an unknown format": (["report", "{rec}", "-o", "{tmp}/r.txt"], ".png, .svg, .pdf"),
     "report of a junk file": (["report", "{tmp}/junk.parquet", "-o", "{tmp}/r.png"], "not a recording"),
     "analyze of a missing file": (["analyze", "{tmp}/none.parquet"], "no such file"),
+    "analyze streamed by label": (["analyze", "--stream", "--by-label", "{rec}"], "use --group-by"),
+    "analyze grouped by color": (["analyze", "--group-by", "color", "{rec}"], "one of host, target"),
+    "summarize with no jobs": (["summarize", "{rec}", "-o", "{tmp}/s.parquet", "-j", "0"], "--jobs"),
     "record into /proc": (["record", "-p", "1", "-o", "/proc/a.parquet"], "cannot write"),
     "record a huge ring": (["record", "-p", "1", "--buffer-pages", "1073741824", "-o", "{tmp}/a.parquet"],
                            "the largest is"),
@@ -76,7 +79,7 @@ def test_help_and_version() -> None:
     for flag in ("-h", "--help"):
         out = run([flag])
         assert out.returncode == 0 and "record" in out.stdout
-    for cmd in ("record", "top", "analyze", "report", "bench", "doctor", "lab"):
+    for cmd in ("record", "top", "analyze", "summarize", "report", "bench", "doctor", "lab"):
         assert run([cmd, "-h"]).returncode == 0
     version = run(["--version"])
     assert version.returncode == 0 and version.stdout.startswith("herdtrace ")
