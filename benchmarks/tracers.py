@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import IO
 
+from herdtrace.bench.runner import record_argv
 from herdtrace.probes.features import REQUIRED_TRACEPOINTS
+from herdtrace.workloads.pipes import lines_within
 from tests.integration.independent import script as counting_script
 
 # The same tracepoints herdtrace attaches, for perf.
@@ -37,15 +37,8 @@ class _Process(Tracer):
     def _wait_for(self, marker: str, timeout: float = 60.0, stream: IO[str] | None = None) -> None:
         stream = stream or self.proc.stdout or self.proc.stderr
         assert stream is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if select.select([stream], [], [], 0.2)[0]:
-                line = stream.readline()
-                if not line:
-                    break
-                if marker in line:
-                    return
-        raise RuntimeError(f"{self.name} did not start")
+        if not any(marker in line for line in lines_within(stream, timeout)):
+            raise RuntimeError(f"{self.name} did not start")
 
     def _interrupt(self) -> str:
         if self.proc.poll() is None:
@@ -65,8 +58,7 @@ class Herdtrace(_Process):
         if self.tree is not None:
             env["PYTHONPATH"] = str(self.tree)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "herdtrace", "record", "--pid", str(pids[0]), "-o",
-             str(self.output), "--force", *self.extra],
+            record_argv(pids[0], self.output, self.extra),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
             cwd=self.tree)
         self._wait_for("herdtrace: recording")

@@ -79,16 +79,26 @@ def check_bcc() -> Check:
     return Check("bcc", OK, f"BPF compiler collection at {os.path.dirname(bcc.__file__)}")
 
 
-def check_ringbuf() -> Check:
+def try_load(text: bytes) -> str | None:
+    """Load a tiny program with bcc: None when the kernel took it, else why not
+    ("bcc missing", or the kernel's refusal)."""
     try:
         bcc = program.import_bcc()
         with program.quiet_stderr():
-            b = bcc.BPF(text=b"BPF_RINGBUF_OUTPUT(rb, 1); int noop(void *ctx) { return 0; }")
-            b.cleanup()
+            bcc.BPF(text=text).cleanup()
     except HerdtraceError:
+        return "bcc missing"
+    except Exception as exc:  # bcc raises bare Exception when the kernel refuses the program
+        return str(exc) or "refused"
+    return None
+
+
+def check_ringbuf() -> Check:
+    why = try_load(b"BPF_RINGBUF_OUTPUT(rb, 1); int noop(void *ctx) { return 0; }")
+    if why == "bcc missing":
         return Check("ring buffer", FAIL, "bcc missing", "see the bcc line")
-    except Exception as exc:  # bcc raises bare Exception
-        return Check("ring buffer", FAIL, f"BPF ring buffer map refused: {exc}",
+    if why:
+        return Check("ring buffer", FAIL, f"BPF ring buffer map refused: {why}",
                      "a kernel >= 5.8 with BPF ring buffer")
     return Check("ring buffer", OK, "BPF ring buffer map created")
 
@@ -113,14 +123,10 @@ def check_fentry() -> Check:
     if not features.btf_available():
         return Check("fentry", WARN, "no BTF: unavailable; not needed, probes use tracepoints",
                      required=False)
-    try:
-        bcc = program.import_bcc()
-        with program.quiet_stderr():
-            b = bcc.BPF(text=b"KFUNC_PROBE(do_nanosleep) { return 0; }")
-            b.cleanup()
-    except HerdtraceError:
+    why = try_load(b"KFUNC_PROBE(do_nanosleep) { return 0; }")
+    if why == "bcc missing":
         return Check("fentry", WARN, "not tried: bcc missing", required=False)
-    except Exception:  # bcc raises bare Exception when the kernel refuses the program
+    if why:
         return Check("fentry", WARN, "refused by this kernel; not needed, probes use tracepoints",
                      required=False)
     return Check("fentry", OK, "available (not needed: probes use tracepoints)", required=False)

@@ -23,18 +23,18 @@ from herdtrace.schema import (
     STORED_FIELDS,
     TEXT_COLUMNS,
     Cause,
-    CauseBasis,
     Flag,
     Kind,
     Outcome,
     WaitCall,
     value_names,
 )
+from herdtrace.schema import CauseBasis as Basis
 
 OUTCOMES = pd.CategoricalDtype([o.name.lower() for o in Outcome if o != Outcome.NONE])
 WAIT_CALLS = pd.CategoricalDtype([c.name.lower() for c in WaitCall if c != WaitCall.NONE])
 CAUSES = pd.CategoricalDtype([c.name.lower() for c in Cause if c != Cause.NONE])
-CAUSE_BASES = pd.CategoricalDtype([b.name.lower() for b in CauseBasis if b != CauseBasis.NONE])
+CAUSE_BASES = pd.CategoricalDtype([b.name.lower() for b in Basis if b != Basis.NONE])
 # Columns a schema-1 recording lacks, read as all zero: cause unknown.
 ADDED_IN_2 = ("cause", "cause_basis")
 
@@ -251,7 +251,7 @@ def _refine_cause(df: pd.DataFrame, outcome: np.ndarray) -> tuple[np.ndarray, np
                  & (call != WaitCall.ACCEPT) & (call != WaitCall.ACCEPT4)
                  & ((cause == Cause.OTHER) | (cause == Cause.UNKNOWN)))
     cause[timed_out] = Cause.TIMER
-    basis[timed_out] = CauseBasis.ANALYSIS
+    basis[timed_out] = Basis.ANALYSIS
     return cause, basis
 
 

@@ -8,11 +8,9 @@ CLI path from the tests.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +18,16 @@ from herdtrace.collectors.session import DONE_LINE, READY_LINE
 from herdtrace.errors import HerdtraceError
 from herdtrace.workloads.lab import GroundTruth, LabServer
 from herdtrace.workloads.loadgen import LoadOptions, LoadResult, run_load
+from herdtrace.workloads.pipes import lines_within
 from herdtrace.workloads.server import ServerOptions
 
 ATTACH_TIMEOUT_S = 60.0
+
+
+def record_argv(pid: int, output: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """The recorder as a user runs it: the one place its command line is built."""
+    return [sys.executable, "-m", "herdtrace", "record", "--pid", str(pid), "-o", str(output),
+            "--force", *extra]
 
 
 class RecordingProcess:
@@ -30,8 +35,7 @@ class RecordingProcess:
 
     def __init__(self, pid: int, output: Path, extra: tuple[str, ...] = ()) -> None:
         self.output = output
-        cmd = [sys.executable, "-m", "herdtrace", "record", "--pid", str(pid), "-o", str(output),
-               "--force", *extra]
+        cmd = record_argv(pid, output, extra)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
@@ -40,16 +44,10 @@ class RecordingProcess:
     def _read_until(self, prefix: str, timeout: float) -> bool:
         """Read stderr lines until one starts with prefix (True) or EOF/timeout (False)."""
         assert self.proc.stderr is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stderr], [], [], 0.2)
-            if ready:
-                line = self.proc.stderr.readline()
-                if not line:
-                    return False
-                self.lines.append(line.rstrip())
-                if line.startswith(prefix):
-                    return True
+        for line in lines_within(self.proc.stderr, timeout):
+            self.lines.append(line.rstrip())
+            if line.startswith(prefix):
+                return True
         return False
 
     def _await_ready(self) -> None:

@@ -217,6 +217,15 @@ static __always_inline struct herd_event *new_event(u8 kind, u64 now) {
     return e;
 }
 
+// The fields a wakeup and an accept both take from the thread's current wait.
+static __always_inline void from_wait(struct herd_event *e, struct traced_thread *t, u32 tid) {
+    e->tid = tid;
+    e->tgid = t->tgid;
+    e->fd = t->wait_fd;
+    e->enter_ts = t->enter_ts;
+    e->wait_call = t->wait_call;
+}
+
 // Called in the thread's own context: learn its process, say it exists.
 static __always_inline void announce(struct traced_thread *t, u32 tid, u32 tgid) {
     if (t->tgid)
@@ -279,19 +288,15 @@ static __always_inline void take_waking(struct traced_thread *t, u32 tid, u64 on
         __builtin_memset(w, 0, sizeof(*w));
         w->kind = HERD_KIND_WAKEUP;
         w->ts = k->ts;
-        w->enter_ts = t->enter_ts;
+        from_wait(w, t, tid);
         w->oncpu_ts = oncpu;
         w->sk = k->sk;
         w->conn_id = k->conn_id;
-        w->tid = tid;
-        w->tgid = t->tgid;
         w->other_tid = k->waker_tid;
         w->other_tgid = k->waker_tgid;
-        w->fd = t->wait_fd;
         w->lport = k->lport;
         w->cpu = k->cpu;
         w->target_cpu = k->target_cpu;
-        w->wait_call = t->wait_call;
         w->flags = k->flags;
         w->cause = k->cause;
         w->cause_basis = k->basis;
@@ -320,12 +325,8 @@ static __always_inline void emit_accept(struct traced_thread *t, u32 tid, s32 re
     struct herd_event *e = new_event(HERD_KIND_ACCEPT, now);
     if (!e)
         return;
-    e->tid = tid;
-    e->tgid = t->tgid;
-    e->fd = t->wait_fd;
+    from_wait(e, t, tid);
     e->ret = ret;
-    e->enter_ts = t->enter_ts;
-    e->wait_call = t->wait_call;
     if (ret >= 0 && t->accept_buf) {
         u8 *ubuf = (u8 *)t->accept_buf;
         u16 family = 0;

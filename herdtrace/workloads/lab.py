@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
 from herdtrace.errors import HerdtraceError
+from herdtrace.workloads.pipes import lines_within
 from herdtrace.workloads.server import GroundTruth, ServerOptions
 
 START_TIMEOUT_S = 20.0
@@ -55,17 +54,9 @@ class LabServer:
             self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=log,
                                          stdin=subprocess.DEVNULL)
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
-            if ready:
-                line = self.proc.stdout.readline()
-                if line:
-                    info = json.loads(line)
-                    self.port = int(info["port"])
-                    return self
-            if self.proc.poll() is not None:
-                break
+        for line in lines_within(self.proc.stdout, START_TIMEOUT_S):  # ends if it dies
+            self.port = int(json.loads(line)["port"])
+            return self
         self._abort()
         raise HerdtraceError(f"lab server did not start: {self.log_tail()}")
 
