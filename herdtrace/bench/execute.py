@@ -21,6 +21,8 @@ def truth_check(recorded: metrics.Summary, truth: GroundTruth) -> str | None:
         problems.append(f"accepts {recorded.accepts} recorded vs {truth.accepts} served")
     if recorded.eagain != truth.eagain:
         problems.append(f"EAGAIN {recorded.eagain} recorded vs {truth.eagain} served")
+    if recorded.connections != truth.accepts:  # each one accepted: none left queued
+        problems.append(f"connections {recorded.connections} recorded vs {truth.accepts} served")
     if recorded.lost_events:
         problems.append(f"{recorded.lost_events} events lost")
     return "; ".join(problems) or None
