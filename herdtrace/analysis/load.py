@@ -178,7 +178,7 @@ def _take_pandas(tables: dict[Kind, pa.Table], kind: Kind) -> pd.DataFrame:
         column = table.column(name)
         table = table.drop_columns([name])  # the only other reference: freed below
         if name == "raddr":
-            df["peer_hi"], df["peer_lo"] = _peer_words(column)
+            df["peer_hi"], df["peer_lo"] = peer_words(column)
         else:
             df[name] = column.to_pandas()
         del column
@@ -193,7 +193,7 @@ def _sorted_by(df: pd.DataFrame, column: str) -> pd.DataFrame:
     return df.sort_values(column, kind="stable", ignore_index=True)
 
 
-def _peer_words(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def peer_words(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """16-byte addresses -> two uint64 words, straight from the Arrow buffer."""
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     n = len(arr)

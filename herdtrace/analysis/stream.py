@@ -9,9 +9,13 @@ How exact (tests compare both paths):
   is written within microseconds of each other, so thousands of connections fit);
 - wake latency percentiles come from a log-spaced histogram with 1% wide bins:
   within 1% of the exact value; the maximum is exact;
-- accept latency (which needs every accept matched with its connection) is not
-  computed: None, with accept_latency_match "streamed".
-Peak memory is one row group's columns plus the histogram and per-thread counts.
+- accept latency matches accepts with connections as the in-memory path does (by
+  peer address, else in order), a batch of row groups at a time, against the
+  connections of this batch and the last one that no accept took: exact while an
+  accept comes within a batch (MATCH_BATCH accepts and connections) of its
+  connection; its percentiles come from the same 1% bins.
+Peak memory is a row group's columns, a batch of accepts and connections, the
+histograms and per-thread counts.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from herdtrace.analysis import metrics, verdict
-from herdtrace.analysis.load import CAUSES, OUTCOMES, as_codes, read_metadata
+from herdtrace.analysis.load import CAUSES, OUTCOMES, as_codes, peer_words, read_metadata
 from herdtrace.errors import HerdtraceError
 from herdtrace.schema import EAGAIN, Cause, Flag, Kind, Outcome, WaitCall
 
@@ -35,8 +39,9 @@ from herdtrace.schema import EAGAIN, Cause, Flag, Kind, Outcome, WaitCall
 BIN_GROWTH = 1.01
 BINS = int(np.ceil(np.log(1e12) / np.log(BIN_GROWTH))) + 1
 COLUMNS = ["kind", "ts", "oncpu_ts", "ret_ts", "ret", "tid", "conn_id", "outcome", "cause",
-           "wait_call", "flags", "comm"]
+           "wait_call", "flags", "comm", "rport", "raddr"]
 _ACCEPT_CALLS = (int(WaitCall.ACCEPT), int(WaitCall.ACCEPT4))
+MATCH_BATCH = 500_000  # accepts and connections matched at once
 
 
 def _bin(ns: np.ndarray) -> np.ndarray:
@@ -79,6 +84,28 @@ class Partial:
     wait_calls: np.ndarray = field(default_factory=lambda: np.zeros(len(WaitCall), np.int64))
     rewakes: int = 0  # listener wakeups flagged epoll_rewake
     comms: dict[int, str] = field(default_factory=dict)  # thread -> command name
+    accept_latency: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
+    accept_latency_max: float = 0.0
+    match_method: str | None = None  # "peer" while every accept had its peer, else "fifo"
+    free_conns: pd.DataFrame | None = None  # connections no accept took, last batch
+    batch: list[tuple[pd.DataFrame, pd.DataFrame]] = field(default_factory=list)
+    batch_rows: int = 0
+    batches: int = 0
+
+    def add_match(self, accepts: pd.DataFrame, conns: pd.DataFrame) -> None:
+        """Accepts and connections of a row group, matched a batch at a time (each
+        match costs a few pandas calls, so not per row group)."""
+        self.batch.append((accepts, conns))
+        self.batch_rows += len(accepts) + len(conns)
+        if self.batch_rows >= MATCH_BATCH:
+            self.flush_match()
+
+    def flush_match(self) -> None:
+        if self.batch:
+            self.match(pd.concat([a for a, _ in self.batch], ignore_index=True),
+                       pd.concat([c for _, c in self.batch], ignore_index=True), self.batches)
+            self.batch, self.batch_rows = [], 0
+            self.batches += 1
 
     def add_wakeups(self, w: dict[str, np.ndarray], listener_basis: bool) -> None:
         outcome, cause = w["outcome"], w["cause"].copy()
@@ -112,6 +139,22 @@ class Partial:
         self.woken_connections += len(conns) - int(np.isin(conns, self.carry_conns).sum())
         self.carry_pairs, self.carry_conns = pairs, conns
 
+    def match(self, accepts: pd.DataFrame, conns: pd.DataFrame, group: int) -> None:
+        """Accept latency of a batch's accepts, against the connections of this batch
+        and the last one that no accept has taken."""
+        parts = [f for f in (self.free_conns, conns.assign(group=group)) if f is not None and len(f)]
+        window = pd.concat(parts, ignore_index=True) if parts else conns.assign(group=group)
+        matched, method = metrics.match_accepts(accepts, window)
+        if method is not None:
+            self.match_method = "fifo" if "fifo" in (method, self.match_method) else "peer"
+            lat = matched["accept_latency_ns"].dropna().to_numpy(np.float64)
+            if len(lat):
+                self.accept_latency += np.bincount(_bin(lat), minlength=BINS)
+                self.accept_latency_max = max(self.accept_latency_max, float(lat.max()))
+        taken = window["conn_id"].isin(matched["conn_id"].dropna()) if len(window) else None
+        free = window[~taken] if taken is not None else window
+        self.free_conns = free[free["group"] >= group - 1] if len(free) else None
+
     def add_accepts(self, tid: np.ndarray, ret: np.ndarray) -> None:
         ok = ret >= 0
         self.accepts += int(ok.sum())
@@ -125,6 +168,25 @@ class Partial:
 def _columns(rg: pa.Table, mask: pa.Array, names: list[str]) -> dict[str, np.ndarray]:
     part = rg.filter(mask)
     return {n: part.column(n).to_numpy() for n in names}
+
+
+def _peer(part: pa.Table) -> dict[str, np.ndarray]:
+    hi, lo = peer_words(part.column("raddr"))
+    return {"peer_hi": hi, "peer_lo": lo, "rport": part.column("rport").to_numpy()}
+
+
+def _accept_frame(part: pa.Table) -> pd.DataFrame:
+    """A row group's accepts as metrics.match_accepts reads them (load.accepts_frame)."""
+    ret = part.column("ret").to_numpy()
+    return pd.DataFrame({"ts": part.column("ts").to_numpy(), "tid": part.column("tid").to_numpy(),
+                         "accepted": ret >= 0,
+                         "has_peer": (part.column("flags").to_numpy() & int(Flag.PEER)) > 0,
+                         **_peer(part)})
+
+
+def _conn_frame(part: pa.Table) -> pd.DataFrame:
+    return pd.DataFrame({"ts": part.column("ts").to_numpy(),
+                         "conn_id": part.column("conn_id").to_numpy(), **_peer(part)})
 
 
 def partial_of(path: Path) -> tuple[Partial, dict[str, Any], pq.ParquetFile]:
@@ -145,12 +207,15 @@ def partial_of(path: Path) -> tuple[Partial, dict[str, Any], pq.ParquetFile]:
             acc = _columns(rg, pc.equal(kind, int(Kind.ACCEPT)), ["tid", "ret"])
             p.add_accepts(acc["tid"], acc["ret"])
             p.connections += int(pc.sum(pc.equal(kind, int(Kind.CONN))).as_py() or 0)
+            p.add_match(_accept_frame(rg.filter(pc.equal(kind, int(Kind.ACCEPT)))),
+                        _conn_frame(rg.filter(pc.equal(kind, int(Kind.CONN)))))
             started = rg.filter(pc.equal(kind, int(Kind.THREAD)))
             p.threads.update(started.column("tid").to_pylist())
             for tid, comm in zip(started.column("tid").to_pylist(),  # few rows: threads
                                  started.column("comm").to_pylist(), strict=True):
                 p.comms.setdefault(tid, comm.decode(errors="replace").rstrip("\0")
                                    if isinstance(comm, bytes) else comm)
+        p.flush_match()
     except (pa.ArrowException, OSError) as exc:
         raise HerdtraceError(f"{path}: corrupt recording ({exc})") from None
     return p, meta, pf
@@ -230,7 +295,9 @@ def _summary(path: Path, p: Partial, meta: dict[str, Any], label: str | None) ->
         wakeup_causes=causes, listener_outcomes=herd if basis == "listener" else None,
         outcomes=outcomes, idle_wakeups=idle, idle_fraction=ratio(idle, n_herd),
         wake_latency_us=percentiles_from(p.latency, p.latency_max),
-        accept_latency_us=None, accept_latency_match="streamed",
+        accept_latency_us=(percentiles_from(p.accept_latency, p.accept_latency_max)
+                           if p.match_method else None),
+        accept_latency_match=p.match_method,
         accepts_per_thread={str(t): n for t, n in per.items()},
         workers=len(per), fairness_jain=(float(counts.sum() ** 2 / (len(counts) * (counts ** 2).sum()))
                                          if len(counts) and counts.any() else None),

@@ -22,7 +22,7 @@ def analyze_command(
     baseline: Annotated[Path | None, typer.Option(metavar="FILE", help="A recording to compare with: adds each figure's ratio to it.")] = None,
     group_by: Annotated[str | None, typer.Option("--group-by", metavar="KEY", show_default=False, help="Roll recordings (or tables from `herdtrace summarize`) up by host, target, mode, day or kernel: counts summed, ratios from the sums.")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", metavar="N", show_default=False, help="With --group-by: recordings summarized at once [default: one per CPU].")] = None,
-    stream: Annotated[bool, typer.Option("--stream", help="Read each recording row group by row group, in bounded memory (automatic above 5M rows); no accept latency, percentiles to 1%.")] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="Read each recording row group by row group, in bounded memory (automatic above 5M rows); latency percentiles to 1%.")] = False,
 ) -> None:
     """Herd factor, threads woken per connection, outcomes, causes, latencies, fairness and a
     verdict with the fix, for each recording."""

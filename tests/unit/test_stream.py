@@ -15,7 +15,7 @@ ROOT = Path(__file__).parent.parent.parent
 REAL = [ROOT / "notebooks" / "data" / "epoll-shared.parquet",
         ROOT / "notebooks" / "data" / "epoll-exclusive.parquet",
         ROOT / "tests" / "data" / "schema2-epoll-exclusive.parquet"]
-NOT_STREAMED = {"accept_latency_us", "accept_latency_match", "wake_latency_us"}
+BINNED = {"accept_latency_us", "wake_latency_us"}  # percentiles from 1% bins
 
 
 def check_same(path: Path) -> None:
@@ -23,15 +23,17 @@ def check_same(path: Path) -> None:
     memory = metrics.summarize(rec).to_json()
     streamed = stream.analyse(path)
     got = streamed.summary.to_json()
-    assert {k: got[k] for k in memory if k not in NOT_STREAMED} == {
-        k: memory[k] for k in memory if k not in NOT_STREAMED}
-    assert got["accept_latency_us"] is None and got["accept_latency_match"] == "streamed"
+    assert {k: got[k] for k in memory if k not in BINNED} == {
+        k: memory[k] for k in memory if k not in BINNED}
     # Percentiles: the nearest-rank sample's value, to 1%; the maximum exactly.
-    lat = rec.wakeups["wake_latency_ns"].dropna().to_numpy()
-    for name, q in metrics.QUANTILES.items():
-        exact = np.percentile(lat, q * 100, method="inverted_cdf") / 1e3
-        assert got["wake_latency_us"][name] == pytest.approx(exact, rel=0.01), name
-    assert got["wake_latency_us"]["max"] == memory["wake_latency_us"]["max"]
+    matched, _ = metrics.match_accepts(rec.accepts, rec.connections)
+    for key, values in (("wake_latency_us", rec.wakeups["wake_latency_ns"]),
+                        ("accept_latency_us", matched["accept_latency_ns"])):
+        lat = values.dropna().to_numpy(np.float64)
+        for name, q in metrics.QUANTILES.items():
+            exact = np.percentile(lat, q * 100, method="inverted_cdf") / 1e3
+            assert got[key][name] == pytest.approx(exact, rel=0.01), (key, name)
+        assert got[key]["max"] == pytest.approx(memory[key]["max"]), key
     assert streamed.evidence == verdict.evidence(rec)
     assert verdict.judge_from(streamed.summary, streamed.evidence) == verdict.judge(rec)
     assert (streamed.woken_pairs, streamed.woken_connections) == metrics.woken_pair_counts(
@@ -43,7 +45,15 @@ def test_streaming_equals_memory_on_real_recordings(path: Path) -> None:
     check_same(path)
 
 
-def test_a_connection_across_row_groups_counts_once(tmp_path: Path) -> None:
-    path = two_connections().write(tmp_path / "two.parquet")  # conn 1 straddles the groups
+@pytest.mark.parametrize("batch", [1, stream.MATCH_BATCH], ids=["batch-per-group", "one-batch"])
+@pytest.mark.parametrize("peer", [True, False], ids=["by-peer", "in-order"])
+def test_a_connection_across_row_groups_counts_once(tmp_path: Path, peer: bool, batch: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connection 1's wakeups straddle the two row groups; the accepts come in the
+    second, matched there against the first group's connections (batch of 1)."""
+    monkeypatch.setattr(stream, "MATCH_BATCH", batch)
+    path = two_connections(peer=peer).write(tmp_path / "two.parquet")
     check_same(path)
-    assert stream.summarize_streaming(path).threads_woken_per_connection == 2.0
+    s = stream.summarize_streaming(path)
+    assert s.threads_woken_per_connection == 2.0
+    assert s.accept_latency_match == ("peer" if peer else "fifo")
