@@ -184,10 +184,10 @@ def drain_run(exe: Path, work: Path, rate_per_pair: float, seconds: float) -> di
         raise RuntimeError("herdtrace record failed in the drain benchmark")
     _, meta = load.read_metadata(out)
     wakeups = load.load_recording(out).wakeups
-    recorded = (meta["end_monotonic_ns"] - meta["start_monotonic_ns"]) / 1e9
+    recorded = meta.duration_s or 1.0
     return {"round_trips_per_s": 2 * rate_per_pair, "wakeups_per_s": len(wakeups) / recorded,
-            "lost": meta["lost_events"], "collector_cpu_pct": 100 * cpu / span,
-            "writer_cpu_us_per_record": 1e6 * writer / max(meta["rows"], 1)}
+            "lost": float(meta.lost_events or 0), "collector_cpu_pct": 100 * cpu / span,
+            "writer_cpu_us_per_record": 1e6 * writer / max(meta.rows or 0, 1)}
 
 
 def drain(seconds: float) -> list[dict[str, float]]:

@@ -43,7 +43,12 @@ class _Process(Tracer):
     def _interrupt(self) -> str:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGINT)
-        out, err = self.proc.communicate(timeout=120)
+        try:
+            out, err = self.proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # seen once with bpftrace: stuck detaching
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            err = (err or "") + f"\n{self.name} did not stop on SIGINT within 120 s: killed"
         return (out or "") + (err or "")
 
 
@@ -69,7 +74,7 @@ class Herdtrace(_Process):
         from herdtrace.analysis.load import read_metadata
 
         _, meta = read_metadata(self.output)
-        return {"lost_events": meta["lost_events"], "probe_misses": meta.get("probe_misses"),
+        return {"lost_events": meta.lost_events, "probe_misses": meta.probe_misses,
                 "summary": done[-1] if done else "", "bytes": self.output.stat().st_size}
 
 

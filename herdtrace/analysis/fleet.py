@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from herdtrace.analysis import load, metrics, stream, verdict
 from herdtrace.analysis.load import CAUSES, OUTCOMES
 from herdtrace.errors import HerdtraceError
+from herdtrace.metadata import RecordingMeta
 
 SUMMARY_KEY = b"herdtrace_summary"  # marks a Parquet file as a table of summaries
 SUMMARY_VERSION = 1
@@ -40,25 +41,24 @@ RATIOS = {"herd_factor": ("listener_wakeups", "accepts"),
           "wakeups_per_accept": ("wakeups", "accepts")}
 
 
-def row_from(s: metrics.Summary, meta: dict[str, Any], ev: verdict.Evidence, pairs: int,
+def row_from(s: metrics.Summary, meta: RecordingMeta, ev: verdict.Evidence, pairs: int,
              conns: int) -> dict[str, Any]:
     """Where and what a recording recorded, its counts, its ratios. The mode is what
     /proc showed at record time, else the wait most listener wakeups came out of."""
-    target = meta.get("target", {})
-    command = target.get("command") or []
-    start = meta.get("start_time")
+    target = meta.target
+    command = target.command
+    start = meta.start_time
     # Where causes are unknown every wakeup is the herd's (herd_factor_basis says so).
     listener = s.listener_outcomes if s.listener_outcomes is not None else s.outcomes
     row: dict[str, Any] = {
         "file": s.file, "error": None, "label": s.label,
-        "host": meta.get("hostname"), "kernel": meta.get("kernel_release"),
+        "host": meta.hostname, "kernel": meta.kernel_release,
         "target": ev.server or (Path(command[0]).name if command else None),
-        "cmdline": " ".join(str(c) for c in target.get("cmdlines", {}).values())
-                   or " ".join(command),
-        "listen_ports": ",".join(str(p) for p in target.get("listen_ports", [])),
+        "cmdline": " ".join(str(c) for c in target.cmdlines.values()) or " ".join(command),
+        "listen_ports": ",".join(str(p) for p in target.listen_ports),
         "mode": ev.mode or (ev.waits[0] if ev.waits else None), "attribution": s.attribution,
         "herd_factor_basis": s.herd_factor_basis,
-        "start_time": start, "end_time": meta.get("end_time"),
+        "start_time": start, "end_time": meta.end_time,
         "day": start[:10] if isinstance(start, str) else None,
         "duration_s": s.duration_s,
         "threads": s.threads, "connections": s.connections, "accepts": s.accepts,

@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from herdtrace.errors import HerdtraceError
+from herdtrace.metadata import RecordingMeta
 from herdtrace.schema import (
     COLUMNS,
     EAGAIN,
@@ -50,7 +50,7 @@ _THREAD_COLS = ["ts", "tid", "tgid", "other_tid", "comm"]
 class Recording:
     path: Path
     label: str
-    meta: dict[str, Any]
+    meta: RecordingMeta
     wakeups: pd.DataFrame
     accepts: pd.DataFrame
     connections: pd.DataFrame
@@ -58,11 +58,10 @@ class Recording:
 
     @property
     def duration_s(self) -> float | None:
-        start, end = self.meta.get("start_monotonic_ns"), self.meta.get("end_monotonic_ns")
-        return (end - start) / 1e9 if start is not None and end is not None else None
+        return self.meta.duration_s
 
 
-def read_metadata(path: Path) -> tuple[pq.ParquetFile, dict[str, Any]]:
+def read_metadata(path: Path) -> tuple[pq.ParquetFile, RecordingMeta]:
     if not path.is_file():
         raise HerdtraceError(f"{path}: no such file")
     try:
@@ -86,7 +85,10 @@ def read_metadata(path: Path) -> tuple[pq.ParquetFile, dict[str, Any]]:
         raise HerdtraceError(f"{path}: missing columns {', '.join(missing)}")
     # Names read as dictionaries: what the writer stored, and cheap to turn into codes.
     pf = pq.ParquetFile(path, read_dictionary=[c for c in TEXT_COLUMNS if c in pf.schema_arrow.names])
-    return pf, meta
+    try:
+        return pf, RecordingMeta.from_json(meta)
+    except (TypeError, ValueError):
+        raise HerdtraceError(f"{path}: corrupt herdtrace metadata") from None
 
 
 _KIND_COLUMNS: dict[Kind, list[str]] = {
@@ -282,7 +284,7 @@ def threads_frame(started: pd.DataFrame, exited: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("start_ts", kind="stable").reset_index(drop=True)
 
 
-def recording_from_table(table: pa.Table, meta: dict[str, Any], path: Path,
+def recording_from_table(table: pa.Table, meta: RecordingMeta, path: Path,
                          label: str) -> Recording:
     """A Recording from events already in memory (`top`'s interval), as if loaded."""
     kinds = (Kind.WAKEUP, Kind.ACCEPT, Kind.CONN, Kind.THREAD, Kind.THREAD_EXIT)
@@ -305,7 +307,7 @@ def load_recording(path: Path | str, label: str | None = None) -> Recording:
     tables = _read_kinds(pf, path, (Kind.ACCEPT, Kind.CONN, Kind.THREAD, Kind.THREAD_EXIT))
     return Recording(
         path=path,
-        label=label or meta.get("label") or path.stem,
+        label=label or meta.label or path.stem,
         meta=meta,
         wakeups=wakeups,
         accepts=accepts_frame(_take_pandas(tables, Kind.ACCEPT)),
@@ -321,7 +323,7 @@ TIME_COLUMNS = ("ts", "enter_ts", "oncpu_ts", "ret_ts", "conn_ts", "start_ts", "
 def readable(frame: pd.DataFrame, rec: Recording) -> pd.DataFrame:
     """The frame with its clock columns (ns of CLOCK_MONOTONIC) as µs from the start
     of the recording (absent times, 0, become NaN), and its *_ns durations in µs."""
-    start = rec.meta.get("start_monotonic_ns") or 0
+    start = rec.meta.start_monotonic_ns or 0
     out = frame.copy()
     for col in TIME_COLUMNS:
         if col in out.columns:

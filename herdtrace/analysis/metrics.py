@@ -6,13 +6,14 @@ that cannot be computed is None, never a made-up number.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from herdtrace.analysis.load import CAUSES, OUTCOMES, Recording
+from herdtrace.metadata import RecordingMeta
 
 PEER_KEY = ["peer_hi", "peer_lo", "rport"]
 # Attributions under which the kernel told listener wakeups from the rest.
@@ -81,10 +82,10 @@ def match_accepts(
     return matched[cols].sort_values("ts").reset_index(drop=True), method
 
 
-def basis_of(meta: dict[str, Any]) -> str:
+def basis_of(meta: RecordingMeta) -> str:
     """"listener" where the recording tells listener wakeups from the rest, else
     "all-wakeups" (a schema-1 recording, or a BSD one without solisten_wakeup)."""
-    known = meta.get("schema_version", 1) >= 2 and meta.get("attribution") in LISTENER_ATTRIBUTIONS
+    known = meta.schema_version >= 2 and meta.attribution in LISTENER_ATTRIBUTIONS
     return "listener" if known else "all-wakeups"
 
 
@@ -204,12 +205,6 @@ def per_connection(rec: Recording, match: Match | None = None) -> pd.DataFrame:
     return out[cols]
 
 
-def _lost(meta: dict[str, Any]) -> int | None:
-    """Lost events; None where nobody could count them (the recorder died)."""
-    lost = meta.get("lost_events", 0)
-    return None if lost is None else int(lost)
-
-
 def _ratio(num: float, den: float) -> float | None:
     return float(num / den) if den else None
 
@@ -231,12 +226,6 @@ def threads_woken_per_connection(herd: pd.DataFrame) -> float | None:
     listener readable), over the connections that woke anyone."""
     pairs, conns = woken_pair_counts(herd)
     return pairs / conns if conns else None
-
-
-def _probe_misses(meta: dict[str, Any]) -> int | None:
-    """Probe misses; None where they were not counted (older kernels, recordings)."""
-    misses = meta.get("probe_misses")
-    return None if misses is None else int(misses)
 
 
 @dataclass(frozen=True)
@@ -319,11 +308,11 @@ def summarize(rec: Recording, match: Match | None = None) -> Summary:
         workers=int(runs.groupby(level="run").size().max()) if len(runs) else 0,
         fairness_jain=_per_run(runs, jain_index),
         max_share=_per_run(runs, max_share),
-        lost_events=_lost(rec.meta),
-        probe_misses=_probe_misses(rec.meta),
-        attribution=rec.meta.get("attribution"),
+        lost_events=rec.meta.lost_events,
+        probe_misses=rec.meta.probe_misses,
+        attribution=rec.meta.attribution,
         eagain_per_accept=_ratio(eagain, accepts),
-        kernel=rec.meta.get("kernel_release"),
+        kernel=rec.meta.kernel_release,
     )
 
 
@@ -332,17 +321,18 @@ def combine(recs: list[Recording]) -> Recording:
     column, counts summed; fairness is then averaged over runs."""
     if len(recs) == 1:
         return recs[0]
-    meta = dict(recs[0].meta)
-    losts = [_lost(r.meta) for r in recs]
-    meta["lost_events"] = None if None in losts else sum(x for x in losts if x is not None)
-    misses = [_probe_misses(r.meta) for r in recs]
-    meta["probe_misses"] = None if None in misses else sum(x for x in misses if x is not None)
+    losts = [r.meta.lost_events for r in recs]
+    misses = [r.meta.probe_misses for r in recs]
     bases = {herd_basis(r) for r in recs}
-    if len(bases) > 1:  # some runs cannot tell listener wakeups apart: count all of them
-        meta["attribution"] = None
-    meta["start_monotonic_ns"] = 0
-    meta["end_monotonic_ns"] = int(sum((r.duration_s or 0.0) * 1e9 for r in recs))
-    meta["combined_files"] = [str(r.path) for r in recs]
+    meta = replace(
+        recs[0].meta,
+        lost_events=None if None in losts else sum(x for x in losts if x is not None),
+        probe_misses=None if None in misses else sum(x for x in misses if x is not None),
+        # Some runs cannot tell listener wakeups apart: count all of them.
+        attribution=recs[0].meta.attribution if len(bases) == 1 else None,
+        start_monotonic_ns=0,
+        end_monotonic_ns=int(sum((r.duration_s or 0.0) * 1e9 for r in recs)),
+        combined_files=[str(r.path) for r in recs])
 
     def cat(attr: str) -> pd.DataFrame:
         frames = []

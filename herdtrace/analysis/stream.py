@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +32,7 @@ import pyarrow.parquet as pq
 from herdtrace.analysis import metrics, verdict
 from herdtrace.analysis.load import CAUSES, OUTCOMES, as_codes, peer_words, read_metadata
 from herdtrace.errors import HerdtraceError
+from herdtrace.metadata import RecordingMeta
 from herdtrace.schema import EAGAIN, Cause, Flag, Kind, Outcome, WaitCall
 
 # Log-spaced latency bins, 1% wide, from 1 ns to ~1000 s.
@@ -189,7 +189,7 @@ def _conn_frame(part: pa.Table) -> pd.DataFrame:
                          "conn_id": part.column("conn_id").to_numpy(), **_peer(part)})
 
 
-def partial_of(path: Path) -> tuple[Partial, dict[str, Any], pq.ParquetFile]:
+def partial_of(path: Path) -> tuple[Partial, RecordingMeta, pq.ParquetFile]:
     pf, meta = read_metadata(path)
     listener_basis = metrics.basis_of(meta) == "listener"
     present = [c for c in COLUMNS if c in pf.schema_arrow.names]
@@ -229,7 +229,7 @@ class Streamed:
     evidence: verdict.Evidence
     woken_pairs: int
     woken_connections: int
-    meta: dict[str, Any]
+    meta: RecordingMeta
 
 
 def analyse(path: Path | str, label: str | None = None) -> Streamed:
@@ -266,7 +266,7 @@ def summarize_streaming(path: Path | str, label: str | None = None) -> metrics.S
     return analyse(path, label).summary
 
 
-def _summary(path: Path, p: Partial, meta: dict[str, Any], label: str | None) -> metrics.Summary:
+def _summary(path: Path, p: Partial, meta: RecordingMeta, label: str | None) -> metrics.Summary:
     basis = metrics.basis_of(meta)
     names = [o.name.lower() for o in Outcome if o != Outcome.NONE]
     outcomes = dict(zip(names, p.outcomes[1:].tolist(), strict=True))
@@ -278,15 +278,13 @@ def _summary(path: Path, p: Partial, meta: dict[str, Any], label: str | None) ->
     idle = herd["absorbed"] + herd["eagain"]
     per = {t: p.accepted_by.get(t, 0) for t in sorted(p.workers)}
     counts = np.array(list(per.values()), np.float64)
-    start, end = meta.get("start_monotonic_ns"), meta.get("end_monotonic_ns")
 
     def ratio(a: float, b: float) -> float | None:
         return float(a / b) if b else None
 
     assert list(causes) == list(CAUSES.categories) and list(outcomes) == list(OUTCOMES.categories)
     return metrics.Summary(
-        file=str(path), label=label or meta.get("label") or path.stem,
-        duration_s=(end - start) / 1e9 if start is not None and end is not None else None,
+        file=str(path), label=label or meta.label or path.stem, duration_s=meta.duration_s,
         threads=len(p.threads), connections=p.connections, accepts=p.accepts, eagain=p.eagain,
         wakeups=wakeups, wakeups_per_accept=ratio(wakeups, p.accepts),
         herd_factor=ratio(n_herd, p.accepts), herd_factor_basis=basis,
@@ -302,8 +300,7 @@ def _summary(path: Path, p: Partial, meta: dict[str, Any], label: str | None) ->
         workers=len(per), fairness_jain=(float(counts.sum() ** 2 / (len(counts) * (counts ** 2).sum()))
                                          if len(counts) and counts.any() else None),
         max_share=float(counts.max() / counts.sum()) if len(counts) and counts.sum() else None,
-        lost_events=None if meta.get("lost_events", 0) is None else int(meta.get("lost_events", 0)),
-        probe_misses=None if meta.get("probe_misses") is None else int(meta["probe_misses"]),
-        attribution=meta.get("attribution"),
-        eagain_per_accept=ratio(p.eagain, p.accepts), kernel=meta.get("kernel_release"),
+        lost_events=meta.lost_events, probe_misses=meta.probe_misses,
+        attribution=meta.attribution,
+        eagain_per_accept=ratio(p.eagain, p.accepts), kernel=meta.kernel_release,
     )

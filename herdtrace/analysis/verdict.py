@@ -13,6 +13,7 @@ import pandas as pd
 
 from herdtrace.analysis import metrics
 from herdtrace.analysis.load import Recording
+from herdtrace.metadata import RecordingMeta
 
 HERD_ABOVE = 1.2  # threads woken per connection (or herd factor) that make a herd
 
@@ -67,9 +68,9 @@ WAIT_WORDS = {"epoll": "epoll", "select/poll": "select() or poll()",
               "accept": "a blocking accept()", "kevent": "kevent()"}
 
 
-def listener_mode(meta: dict[str, Any]) -> str | None:
+def listener_mode(meta: RecordingMeta) -> str | None:
     """The mode /proc showed for the recording's listeners, where they agree."""
-    modes = {lst.get("mode") for lst in meta.get("target", {}).get("listeners", [])}
+    modes = {lst.get("mode") for lst in meta.target.listeners}
     return modes.pop() if len(modes) == 1 else None
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,6 +10,7 @@ import pandas as pd
 from herdtrace.analysis import metrics
 from herdtrace.analysis.load import Recording
 from herdtrace.analysis.verdict import Verdict, judge
+from herdtrace.metadata import RecordingMeta
 
 
 @dataclass
@@ -21,7 +21,7 @@ class LabelView:
     accept_latency_us: np.ndarray  # sorted, for a CDF
     accept_share: pd.Series  # mean share of the busiest, 2nd busiest, ... worker of each run
     timeline: pd.DataFrame  # one typical connection's herd (see connection_timeline)
-    meta: dict[str, Any]
+    meta: RecordingMeta
     verdict: Verdict
 
 

@@ -9,7 +9,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from herdtrace.collectors.session import (
     stop_reason,
 )
 from herdtrace.errors import HerdtraceError
+from herdtrace.metadata import RecordingMeta
 from herdtrace.probes import program, progstats
 from herdtrace.schema import (
     COUNTERS,
@@ -332,15 +333,14 @@ class Recorder:
         counters = self._counters()
         misses = self._probe_misses()
         lost = sum(counters["lost_events"])
-        meta = base_metadata(self.opts, "bcc", start_ns, end_ns, wall_offset, reason,
-                             self.sink.rows)
-        meta.update(self._bcc_metadata(counters, misses))
+        meta = self._bcc_metadata(base_metadata(self.opts, "bcc", start_ns, end_ns, wall_offset,
+                                                reason, self.sink.rows), counters, misses)
         self.sink.close(meta)
         if self.command is not None and reason != "target exited":
             self.command.terminate()
             self.command.wait()
         return self.sink.summary(self.opts, (end_ns - start_ns) / 1e9, lost,
-                                 meta["probe_misses"], reason)
+                                 meta.probe_misses, reason)
 
     def _probe_misses(self) -> dict[str, int | None]:
         """Events each program was skipped for while recording (recursion_misses)."""
@@ -354,37 +354,34 @@ class Recorder:
                 out[probe] = stats.recursion_misses - before.recursion_misses
         return out
 
-    def _bcc_metadata(self, counters: dict[str, list[int]],
-                      misses: dict[str, int | None]) -> dict[str, Any]:
+    def _bcc_metadata(self, base: RecordingMeta, counters: dict[str, list[int]],
+                      misses: dict[str, int | None]) -> RecordingMeta:
         opts = self.opts
-        return {
-            "target": {
-                "pids": list(opts.pids),
-                "command": list(opts.command),
-                "cmdlines": self.cmdlines,
-                "threads_at_start": len(self.traced_at_start),
-                "listen_ports": sorted(self.listen_ports | self._kernel_ports()),
-                # Each listener as /proc showed it: holders, sockets, epoll flags, mode.
-                "listeners": [lst.to_json() for lst in self.listeners],
-                # Every process followed: the targets, and what they forked or spawned.
-                "followed_pids": sorted(self.sink.tally.processes) if self.sink else [],
-            },
-            "probes": self.plan.methods if self.plan else {},
-            "attribution": self.plan.attribution if self.plan else None,
-            "probe_options": {k: v for k, v in asdict(opts.probe).items() if k != "sk_key"},
-            "ringbuf_bytes": opts.probe.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"),
-            "lost_events": sum(counters["lost_events"]),
-            "lost_per_cpu": counters["lost_events"],
-            "threads_untraced": sum(counters["threads_untraced"]),
-            "wakings_merged": sum(counters["wakings_merged"]),
-            "wakings_uninterruptible": sum(counters["wakings_uninterruptible"]),
-            "probe_misses_per_probe": misses,
+        target = replace(
+            base.target, cmdlines=self.cmdlines, threads_at_start=len(self.traced_at_start),
+            listen_ports=sorted(self.listen_ports | self._kernel_ports()),
+            # Each listener as /proc showed it: holders, sockets, epoll flags, mode.
+            listeners=[lst.to_json() for lst in self.listeners],
+            # Every process followed: the targets, and what they forked or spawned.
+            followed_pids=sorted(self.sink.tally.processes) if self.sink else [])
+        return replace(
+            base, target=target,
+            probes=self.plan.methods if self.plan else {},
+            attribution=self.plan.attribution if self.plan else None,
+            probe_options={k: v for k, v in asdict(opts.probe).items() if k != "sk_key"},
+            ringbuf_bytes=opts.probe.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"),
+            lost_events=sum(counters["lost_events"]),
+            lost_per_cpu=counters["lost_events"],
+            threads_untraced=sum(counters["threads_untraced"]),
+            wakings_merged=sum(counters["wakings_merged"]),
+            wakings_uninterruptible=sum(counters["wakings_uninterruptible"]),
+            probe_misses_per_probe=misses,
             # None where the kernel does not count them (< 5.12): unknown, not zero.
-            "probe_misses": (None if any(v is None for v in misses.values())
-                             else sum(v for v in misses.values() if v is not None)),
-            "cause_window_ns": opts.probe.cause_window_ns,
-            "conn_window_ns": opts.probe.conn_window_ns,
-        }
+            probe_misses=(None if any(v is None for v in misses.values())
+                          else sum(v for v in misses.values() if v is not None)),
+            cause_window_ns=opts.probe.cause_window_ns,
+            conn_window_ns=opts.probe.conn_window_ns,
+        )
 
 
 def record(

@@ -11,8 +11,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from herdtrace.collectors import listeners, targets
 from herdtrace.collectors.dtrace_parser import DtraceParser, ParseStats
@@ -25,6 +25,7 @@ from herdtrace.collectors.session import (
     stop_reason,
 )
 from herdtrace.errors import HerdtraceError
+from herdtrace.metadata import RecordingMeta
 
 SCRIPT = Path(__file__).resolve().parent.parent / "probes" / "kevent.d"
 PROBES = {
@@ -36,21 +37,18 @@ PROBES = {
 }
 
 
-def dtrace_metadata(stats: ParseStats, opts: RecordOptions) -> dict[str, Any]:
-    return {
-        "target": {"pids": list(opts.pids), "command": list(opts.command)},
-        "probes": PROBES,
-        "attribution": "solisten_wakeup" if stats.enrichments.get("solisten_wakeup") else "none",
-        "lost_events": stats.lost_events,
-        "lost_per_cpu": [stats.lost_per_cpu.get(c, 0) for c in range(max(stats.lost_per_cpu, default=-1) + 1)],
-        "dtrace_other_drops": stats.other_drops,
-        "dtrace_errors": stats.dtrace_errors,
-        "malformed_lines": stats.malformed,
-        "malformed_examples": stats.malformed_examples,
-        "wakings_merged": stats.wakings_merged,
-        "enrichments": stats.enrichments,
-        "dtrace_messages": stats.messages,
-    }
+def dtrace_metadata(base: RecordingMeta, stats: ParseStats) -> RecordingMeta:
+    return replace(
+        base, probes=PROBES,
+        attribution="solisten_wakeup" if stats.enrichments.get("solisten_wakeup") else "none",
+        lost_events=stats.lost_events,
+        lost_per_cpu=[stats.lost_per_cpu.get(c, 0)
+                      for c in range(max(stats.lost_per_cpu, default=-1) + 1)],
+        dtrace_other_drops=stats.other_drops, dtrace_errors=stats.dtrace_errors,
+        malformed_lines=stats.malformed, malformed_examples=stats.malformed_examples,
+        wakings_merged=stats.wakings_merged, enrichments=stats.enrichments,
+        dtrace_messages=stats.messages,
+    )
 
 
 def convert_transcript(
@@ -70,8 +68,8 @@ def convert_transcript(
 
 def _close(sink: Sink, parser: DtraceParser, opts: RecordOptions, backend: str, start_ns: int,
            end_ns: int, wall_offset: int, reason: str) -> RecordSummary:
-    meta = base_metadata(opts, backend, start_ns, end_ns, wall_offset, reason, sink.rows)
-    meta.update(dtrace_metadata(parser.stats, opts))
+    meta = dtrace_metadata(base_metadata(opts, backend, start_ns, end_ns, wall_offset, reason,
+                                         sink.rows), parser.stats)
     sink.close(meta)
     return sink.summary(opts, (end_ns - start_ns) / 1e9, parser.stats.lost_events, None, reason)
 

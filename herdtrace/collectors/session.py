@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from herdtrace import __version__
 from herdtrace.collectors import targets
 from herdtrace.collectors.spool import SpoolFile
 from herdtrace.errors import HerdtraceError
+from herdtrace.metadata import RecordingMeta, TargetMeta
 from herdtrace.probes import program
 from herdtrace.schema import EAGAIN, SCHEMA_VERSION, Kind
 from herdtrace.validate import check_output, check_positive
@@ -121,10 +121,10 @@ class Sink:
         self.tally.add(ev)
         self.rows += len(ev)
 
-    def close(self, metadata: dict[str, Any]) -> None:
+    def close(self, metadata: RecordingMeta) -> None:
         """Hand over the metadata; returns once the file is complete."""
         if self.spool is not None:
-            self.spool.finish(metadata)
+            self.spool.finish(metadata.to_json())
 
     def abandon(self) -> None:
         if self.spool is not None:
@@ -164,23 +164,16 @@ def cmdline(pid: int) -> str:
 def base_metadata(
     opts: RecordOptions, backend: str, start_ns: int, end_ns: int, wall_offset_ns: int,
     reason: str, rows: int,
-) -> dict[str, Any]:
-    """Metadata every recording carries, whichever collector made it."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "label": opts.label,
-        "herdtrace_version": __version__,
-        "backend": backend,
-        "kernel_release": platform.release(),
-        "os": platform.system(),
-        "hostname": socket.gethostname(),
-        "cpus": os.cpu_count(),
-        "start_time": iso(start_ns + wall_offset_ns),
-        "end_time": iso(end_ns + wall_offset_ns),
-        "start_monotonic_ns": start_ns,
-        "end_monotonic_ns": end_ns,
-        "wall_minus_monotonic_ns": wall_offset_ns,
-        "herdtrace_command": sys.argv,
-        "rows": rows,
-        "stop_reason": reason,
-    }
+) -> RecordingMeta:
+    """Metadata every recording carries, whichever collector made it (each adds its own
+    with dataclasses.replace)."""
+    return RecordingMeta(
+        schema_version=SCHEMA_VERSION, label=opts.label, herdtrace_version=__version__,
+        backend=backend, kernel_release=platform.release(), os=platform.system(),
+        hostname=socket.gethostname(), cpus=os.cpu_count(),
+        start_time=iso(start_ns + wall_offset_ns), end_time=iso(end_ns + wall_offset_ns),
+        start_monotonic_ns=start_ns, end_monotonic_ns=end_ns,
+        wall_minus_monotonic_ns=wall_offset_ns, herdtrace_command=list(sys.argv), rows=rows,
+        stop_reason=reason,
+        target=TargetMeta(pids=list(opts.pids), command=list(opts.command)),
+    )

@@ -32,6 +32,7 @@ import numpy as np
 
 from herdtrace.collectors.writer import RecordingWriter
 from herdtrace.errors import HerdtraceError
+from herdtrace.metadata import RecordingMeta
 from herdtrace.schema import EVENT_DTYPE, EVENT_SIZE
 
 ROW_GROUP = 65536
@@ -170,10 +171,7 @@ def follow(output: Path, parent: int) -> None:
 
 
 def orphan_metadata() -> dict[str, Any]:
-    from herdtrace.schema import SCHEMA_VERSION
-
-    return {"schema_version": SCHEMA_VERSION, "stop_reason": "recorder died",
-            "lost_events": None}
+    return RecordingMeta(stop_reason="recorder died", lost_events=None).to_json()
 
 
 def main() -> None:

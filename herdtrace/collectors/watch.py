@@ -26,8 +26,9 @@ from herdtrace.collectors.bpf_collector import Recorder
 from herdtrace.collectors.session import RecordOptions, RecordSummary, Sink
 from herdtrace.collectors.writer import events_to_batch
 from herdtrace.errors import HerdtraceError
+from herdtrace.metadata import RecordingMeta
 from herdtrace.probes import program
-from herdtrace.schema import EVENT_DTYPE, SCHEMA_VERSION
+from herdtrace.schema import EVENT_DTYPE
 from herdtrace.validate import check_output, check_port, check_positive
 
 FULL_SCAN_EVERY = 10  # intervals: catch listeners in other network namespaces too
@@ -155,9 +156,9 @@ class Watcher(Recorder):
         events = np.concatenate(self.pending) if self.pending else np.zeros(0, EVENT_DTYPE)
         self.pending.clear()
         lost, misses = self._counts()
-        meta = {"schema_version": SCHEMA_VERSION, "attribution": self.plan.attribution
-                if self.plan else None, "start_monotonic_ns": start_ns, "end_monotonic_ns": end_ns,
-                "lost_events": lost, "probe_misses": misses}
+        meta = RecordingMeta(attribution=self.plan.attribution if self.plan else None,
+                             start_monotonic_ns=start_ns, end_monotonic_ns=end_ns,
+                             lost_events=lost, probe_misses=misses)
         table = pa.Table.from_batches([events_to_batch(events)])
         rec = load.recording_from_table(table, meta, Path("top"), "top")
         elapsed = now - start_s

@@ -125,8 +125,8 @@ def timeline_panel(ax: Axes, views: list[LabelView]) -> None:
 
 def footer(views: list[LabelView]) -> str:
     metas = [v.meta for v in views]
-    kernels = sorted({str(m.get("kernel_release", "?")) for m in metas})
-    hosts = sorted({str(m.get("hostname", "?")) for m in metas})
+    kernels = sorted({m.kernel_release or "?" for m in metas})
+    hosts = sorted({m.hostname or "?" for m in metas})
 
     def each(key: str) -> str:
         values = [getattr(v.summary, key) for v in views]

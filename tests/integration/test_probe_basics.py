@@ -42,5 +42,5 @@ def test_sees_the_wakeups_of_a_started_process(tmp_path: Path) -> None:
     assert (ps["outcome"] == "other").all()
     assert (ps["tgid"] == rec.threads["tgid"].iloc[0]).all()
     assert ps["wake_latency_ns"].notna().all()
-    assert rec.meta["lost_events"] == 0
-    assert rec.meta["stop_reason"] == "target exited"
+    assert rec.meta.lost_events == 0
+    assert rec.meta.stop_reason == "target exited"

@@ -80,8 +80,8 @@ def _tools() -> None:
 def test_herd_factor_on_real_servers(tmp_path: Path, name: str) -> None:
     factory, (low, high), mode = SERVERS[name]
     rec, counts = record_beside_bpftrace(tmp_path, factory, REQUESTS)
-    (listener,) = rec.meta["target"]["listeners"]
-    assert listener["mode"] == mode and listener["port"] in rec.meta["target"]["listen_ports"]
+    (listener,) = rec.meta.target.listeners
+    assert listener["mode"] == mode and listener["port"] in rec.meta.target.listen_ports
     mine = in_window(rec, counts)
     summary = metrics.summarize(rec)
     # Raw counts agree with the independent tracer in the same window.
@@ -92,7 +92,7 @@ def test_herd_factor_on_real_servers(tmp_path: Path, name: str) -> None:
     # bpftrace's classic sched_waking program is skipped while another BPF program runs
     # on that CPU (herdtrace's syscall probes, when an interrupt wakes a thread): what
     # the kernel says it skipped is added back.
-    folded = rec.meta["wakings_merged"] + rec.meta["wakings_uninterruptible"]
+    folded = rec.meta.wakings_merged + rec.meta.wakings_uninterruptible
     independent = counts.wakings + counts.wakings_missed
     assert close(mine["wakeups"] + folded, independent, 0.02), (mine, folded, counts)
     assert summary.accepts == REQUESTS
@@ -118,7 +118,7 @@ def test_conn_state_rule_classifies_like_sk_data_ready(tmp_path: Path, name: str
     factory, _, _ = SERVERS[name]
     rec, _ = record_beside_bpftrace(tmp_path, factory, REQUESTS, extra=("--cross-check-causes",))
     w = rec.wakeups
-    assert rec.meta["attribution"] == "sk_data_ready"
+    assert rec.meta.attribution == "sk_data_ready"
     listener = w["cause"] == "listener"
     assert listener.sum() >= 0.9 * REQUESTS  # a worker still awake accepts without a wakeup
     same = (listener == w["conn_state_listener"]).mean()
@@ -129,7 +129,7 @@ def test_forced_conn_state_rule_gives_the_same_herd(tmp_path: Path) -> None:
     factory, (low, high), _ = SERVERS["gunicorn-sync"]
     rec, _ = record_beside_bpftrace(tmp_path, factory, REQUESTS, extra=("--cause-basis", "conn-state"))
     summary = metrics.summarize(rec)
-    assert rec.meta["attribution"] == "conn_state"
+    assert rec.meta.attribution == "conn_state"
     assert set(rec.wakeups["cause_basis"].astype(str)) <= {"conn_state", "analysis"}
     assert summary.herd_factor_basis == "listener"
     assert summary.herd_factor is not None and low <= summary.herd_factor <= high, summary

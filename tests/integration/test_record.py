@@ -62,7 +62,7 @@ def test_record_command_from_first_instruction(tmp_path: Path, mode: str, thread
     assert f"{summary.wakeups} wakeups, {CONNECTIONS} accepts" in err
     rec = load.load_recording(path)
     # The server and every worker it forked or spawned were followed from the start.
-    assert rec.meta["target"]["command"][1:4] == ["-m", "herdtrace", "lab"]
+    assert rec.meta.target.command[1:4] == ["-m", "herdtrace", "lab"]
     assert rec.threads["tid"].nunique() >= 5
 
 
@@ -85,8 +85,8 @@ def test_small_ring_wraps_without_loss(tmp_path: Path) -> None:
     """256 KiB of ring (2048 records) for ~6000 records: the reader follows it round."""
     out, accepts, eagain = record_lab_with_ring(tmp_path, 64)
     loaded = load.load_recording(out)
-    assert loaded.meta["ringbuf_bytes"] == 64 * 4096
-    assert loaded.meta["rows"] > 2 * 2048
+    assert loaded.meta.ringbuf_bytes == 64 * 4096
+    assert (loaded.meta.rows or 0) > 2 * 2048
     check_against_truth(out, accepts, eagain, "epoll-shared")
 
 
@@ -94,8 +94,8 @@ def test_lost_events_are_counted_and_shown(tmp_path: Path) -> None:
     """One page (32 records) cannot hold 10 ms of this load: records are lost, and said so."""
     out, accepts, _ = record_lab_with_ring(tmp_path, 1)
     rec = load.load_recording(out)
-    lost = rec.meta["lost_events"]
-    assert lost > 0 and sum(rec.meta["lost_per_cpu"]) == lost
+    lost = rec.meta.lost_events
+    assert lost is not None and lost > 0 and sum(rec.meta.lost_per_cpu) == lost
     summary = metrics.summarize(rec)
     assert summary.lost_events == lost
     assert summary.accepts < accepts  # what was lost is missing, not made up
@@ -128,9 +128,9 @@ def test_command_that_goes_to_the_background_is_followed(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     assert "went to the background" in proc.stderr and "daemon off" in proc.stderr
     rec = load.load_recording(out)
-    assert rec.meta["stop_reason"] == "target exited"
+    assert rec.meta.stop_reason == "target exited"
     assert (rec.duration_s or 0) > 1.5  # followed the sleep, not just the shell
-    assert len(rec.meta["target"]["followed_pids"]) >= 2
+    assert len(rec.meta.target.followed_pids) >= 2
 
 
 def test_pid_without_a_listener_is_warned_about(tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_record_by_port_finds_the_server(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     rec = load.load_recording(out)
-    assert srv.pid in rec.meta["target"]["pids"] and len(rec.meta["target"]["pids"]) == 4
+    assert srv.pid in rec.meta.target.pids and len(rec.meta.target.pids) == 4
     s = metrics.summarize(rec)
     assert s.accepts == truth.accepts == load_result.completed == 200
     assert s.eagain == truth.eagain

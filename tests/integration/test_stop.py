@@ -39,7 +39,7 @@ def test_signal_leaves_a_complete_recording(tmp_path: Path, sig: signal.Signals)
         truth = srv.stop()  # after the recorder stopped: nothing happens in between
     assert any(ln.startswith("herdtrace: recorded") for ln in lines)
     meta = load.load_recording(out).meta
-    assert meta["stop_reason"] == "signal"
+    assert meta.stop_reason == "signal"
     summary = analyze_json(out)
     assert summary["accepts"] == truth.accepts == CONNECTIONS
     assert summary["eagain"] == truth.eagain
@@ -61,7 +61,7 @@ def test_recorder_killed_still_leaves_a_readable_file(tmp_path: Path) -> None:
                                            or not out.exists()):
         time.sleep(0.1)
     recording = load.load_recording(out)
-    assert recording.meta["stop_reason"] == "recorder died"
+    assert recording.meta.stop_reason == "recorder died"
     summary = analyze_json(out)
     assert summary["lost_events"] is None  # nobody could count them: not made up
     assert summary["accepts"] == CONNECTIONS

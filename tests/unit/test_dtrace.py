@@ -42,7 +42,7 @@ def test_herd_four_woken_one_wins(tmp_path: Path) -> None:
     assert s.accept_latency_us["p50"] == pytest.approx(0.15)  # 1150 - 1000 ns
     assert (rec.wakeups["wait_call"] == "kevent").all()
     assert (rec.wakeups["conn_id"] == 1).all() and rec.wakeups["net_cause"].all()
-    assert rec.meta["backend"] == "dtrace" and rec.meta["attribution"] == "solisten_wakeup"
+    assert rec.meta.backend == "dtrace" and rec.meta.attribution == "solisten_wakeup"
     per = metrics.per_connection(rec)
     assert per.loc[0, "threads_woken"] == 4 and per.loc[0, "winner_tid"] == 101
 
@@ -81,8 +81,8 @@ def test_drops_become_lost_events(tmp_path: Path) -> None:
     stderr = ["dtrace: 7 drops on CPU 1", "dtrace: 2 drops on CPU 1",
               "dtrace: 3 dynamic variable drops", "dtrace: error on enabled probe ID 5"]
     rec = convert(tmp_path, HERD, stderr)
-    assert rec.meta["lost_events"] == 9 and rec.meta["lost_per_cpu"] == [0, 9]
-    assert rec.meta["dtrace_other_drops"] == 3 and rec.meta["dtrace_errors"] == 1
+    assert rec.meta.lost_events == 9 and rec.meta.lost_per_cpu == [0, 9]
+    assert rec.meta.dtrace_other_drops == 3 and rec.meta.dtrace_errors == 1
     assert metrics.summarize(rec).lost_events == 9
 
 
@@ -90,8 +90,8 @@ def test_malformed_lines_are_counted_not_fatal(tmp_path: Path) -> None:
     junk = ["W 1 2", "Z 1 2 3", "E x 101 101 kevent 4 0 1", "R 1 2 3 kqueue 1 0 - - -",
             "E 5 101 101 epoll 4 0 1", "\x00\xff garbage", "C 1 2 3 not-an-address"]
     rec = convert(tmp_path, [*HERD[:5], *junk, *HERD[5:]])
-    assert rec.meta["malformed_lines"] == len(junk)
-    assert rec.meta["malformed_examples"] == junk[:5]
+    assert rec.meta.malformed_lines == len(junk)
+    assert rec.meta.malformed_examples == junk[:5]
     assert metrics.summarize(rec).wakeups == 4
 
 

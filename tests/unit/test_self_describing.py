@@ -53,7 +53,7 @@ def test_schema_2_recording_still_agrees_with_its_truth() -> None:
     path = DATA / "schema2-epoll-exclusive.parquet"
     truth = GroundTruth.from_json(json.loads(path.with_suffix(".truth.json").read_text()))
     rec = load.load_recording(path)
-    assert rec.meta["schema_version"] == 2
+    assert rec.meta.schema_version == 2
     s = metrics.summarize(rec)
     assert truth_check(s, truth) is None
     assert s.herd_factor_basis == "listener" and s.herd_factor == 1.0
