@@ -114,12 +114,9 @@ def split_kinds(row_groups: Iterable[pa.Table], schema: pa.Schema,
     columns analysis reads, enum columns as their values."""
     present = set(schema.names)
     wanted = {k: _KIND_COLUMNS[k] for k in kinds}
-    absent = [c for c in ADDED_IN_2 if c not in present]
     parts: dict[Kind, list[pa.Table]] = {k: [] for k in wanted}
     for rg in row_groups:
-        rg = as_codes(rg)
-        for c in absent:
-            rg = rg.append_column(c, pa.array(np.zeros(rg.num_rows, np.uint8)))
+        rg = as_read(rg, present)
         kind_col = rg["kind"]
         for kind, cols in wanted.items():
             parts[kind].append(rg.select(cols).filter(pc.equal(kind_col, int(kind))))
@@ -148,6 +145,16 @@ def _codes_of(chunk: pa.Array, values: dict[str, int]) -> pa.Array:
     lut = np.array([values.get(n, 0) for n in chunk.dictionary.to_pylist()] + [0], np.uint8)
     idx = chunk.indices.fill_null(len(lut) - 1).to_numpy(zero_copy_only=False)
     return pa.array(lut[idx])
+
+
+def as_read(rg: pa.Table, file_columns: Iterable[str]) -> pa.Table:
+    """A row group of any schema version as analysis reads it: enum values (as_codes),
+    and the columns schema 1 lacked (absent from `file_columns`) as zeros: cause unknown."""
+    rg = as_codes(rg)
+    for c in ADDED_IN_2:
+        if c not in file_columns:
+            rg = rg.append_column(c, pa.array(np.zeros(rg.num_rows, np.uint8)))
+    return rg
 
 
 def as_codes(rg: pa.Table) -> pa.Table:
@@ -241,20 +248,28 @@ def wakeups_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _refine_cause(df: pd.DataFrame, outcome: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    basis = df["cause_basis"].to_numpy().copy()
+    cause, timed_out = refined_cause(df["cause"].to_numpy(), outcome, df["ret"].to_numpy(),
+                                     df["ret_ts"].to_numpy(),
+                                     df["wait_call"].cat.codes.to_numpy() + 1)
+    basis[timed_out] = Basis.ANALYSIS
+    return cause, basis
+
+
+def refined_cause(cause: np.ndarray, outcome: np.ndarray, ret: np.ndarray, ret_ts: np.ndarray,
+                  call: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's cause, where analysis knows better: a poll/select/epoll wait
     that returned 0 timed out, so a wakeup the kernel could not place (`other`,
-    `unknown`, or a schema-1 recording's 0) was its timer."""
-    cause = df["cause"].to_numpy().copy()
-    basis = df["cause_basis"].to_numpy().copy()
+    `unknown`, or a schema-1 recording's 0) was its timer. Returns the causes (a
+    copy) and which wakeups timed out. Enum values in, enum values out."""
+    cause = cause.copy()
     cause[cause == Cause.NONE] = Cause.UNKNOWN
-    call = df["wait_call"].cat.codes.to_numpy() + 1
     timed_out = ((outcome != Outcome.ABSORBED) & (outcome != Outcome.UNRESOLVED)
-                 & (df["ret"].to_numpy() == 0) & (df["ret_ts"].to_numpy() > 0)
+                 & (ret == 0) & (ret_ts > 0)
                  & (call != WaitCall.ACCEPT) & (call != WaitCall.ACCEPT4)
                  & ((cause == Cause.OTHER) | (cause == Cause.UNKNOWN)))
     cause[timed_out] = Cause.TIMER
-    basis[timed_out] = Basis.ANALYSIS
-    return cause, basis
+    return cause, timed_out
 
 
 def accepts_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -205,7 +205,7 @@ def per_connection(rec: Recording, match: Match | None = None) -> pd.DataFrame:
     return out[cols]
 
 
-def _ratio(num: float, den: float) -> float | None:
+def ratio(num: float, den: float) -> float | None:
     return float(num / den) if den else None
 
 
@@ -291,8 +291,8 @@ def summarize(rec: Recording, match: Match | None = None) -> Summary:
         accepts=accepts,
         eagain=eagain,
         wakeups=len(w),
-        wakeups_per_accept=_ratio(len(w), accepts),
-        herd_factor=_ratio(len(herd), accepts),
+        wakeups_per_accept=ratio(len(w), accepts),
+        herd_factor=ratio(len(herd), accepts),
         herd_factor_basis=basis,
         threads_woken_per_connection=threads_woken_per_connection(herd),
         listener_wakeups=len(herd) if basis == "listener" else None,
@@ -300,7 +300,7 @@ def summarize(rec: Recording, match: Match | None = None) -> Summary:
         listener_outcomes=herd_outcomes if basis == "listener" else None,
         outcomes=outcomes,
         idle_wakeups=idle,
-        idle_fraction=_ratio(idle, len(herd)),
+        idle_fraction=ratio(idle, len(herd)),
         wake_latency_us=percentiles_us(w["wake_latency_ns"]),
         accept_latency_us=percentiles_us(matched["accept_latency_ns"]) if method else None,
         accept_latency_match=method,
@@ -311,7 +311,7 @@ def summarize(rec: Recording, match: Match | None = None) -> Summary:
         lost_events=rec.meta.lost_events,
         probe_misses=rec.meta.probe_misses,
         attribution=rec.meta.attribution,
-        eagain_per_accept=_ratio(eagain, accepts),
+        eagain_per_accept=ratio(eagain, accepts),
         kernel=rec.meta.kernel_release,
     )
 
@@ -388,5 +388,5 @@ def ratios(summary: Summary, base: Summary) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for name, path in COMPARED.items():
         mine, theirs = figure(summary, path), figure(base, path)
-        out[name] = None if mine is None or theirs is None else _ratio(mine, theirs)
+        out[name] = None if mine is None or theirs is None else ratio(mine, theirs)
     return out

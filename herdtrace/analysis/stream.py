@@ -30,7 +30,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from herdtrace.analysis import metrics, verdict
-from herdtrace.analysis.load import CAUSES, OUTCOMES, as_codes, peer_words, read_metadata
+from herdtrace.analysis.load import (
+    CAUSES,
+    OUTCOMES,
+    as_read,
+    peer_words,
+    read_metadata,
+    refined_cause,
+)
 from herdtrace.errors import HerdtraceError
 from herdtrace.metadata import RecordingMeta
 from herdtrace.schema import EAGAIN, Cause, Flag, Kind, Outcome, WaitCall
@@ -40,7 +47,6 @@ BIN_GROWTH = 1.01
 BINS = int(np.ceil(np.log(1e12) / np.log(BIN_GROWTH))) + 1
 COLUMNS = ["kind", "ts", "oncpu_ts", "ret_ts", "ret", "tid", "conn_id", "outcome", "cause",
            "wait_call", "flags", "comm", "rport", "raddr"]
-_ACCEPT_CALLS = (int(WaitCall.ACCEPT), int(WaitCall.ACCEPT4))
 MATCH_BATCH = 500_000  # accepts and connections matched at once
 
 
@@ -123,13 +129,8 @@ class Partial:
             self.batches += 1
 
     def add_wakeups(self, w: dict[str, np.ndarray], listener_basis: bool) -> None:
-        outcome, cause = w["outcome"], w["cause"].copy()
-        cause[cause == Cause.NONE] = Cause.UNKNOWN
-        timed_out = ((outcome != Outcome.ABSORBED) & (outcome != Outcome.UNRESOLVED)
-                     & (w["ret"] == 0) & (w["ret_ts"] > 0)
-                     & ~np.isin(w["wait_call"], _ACCEPT_CALLS)
-                     & ((cause == Cause.OTHER) | (cause == Cause.UNKNOWN)))
-        cause[timed_out] = Cause.TIMER  # as load._refine_cause decides it
+        outcome = w["outcome"]
+        cause, _ = refined_cause(w["cause"], outcome, w["ret"], w["ret_ts"], w["wait_call"])
         self.outcomes += np.bincount(outcome, minlength=len(Outcome))[: len(Outcome)]
         self.causes += np.bincount(cause, minlength=len(Cause))[: len(Cause)]
         herd = cause == Cause.LISTENER if listener_basis else np.ones(len(cause), bool)
@@ -159,8 +160,8 @@ class Partial:
     def match(self, accepts: pd.DataFrame, conns: pd.DataFrame, group: int) -> None:
         """Accept latency of a batch's accepts, against the connections of this batch
         and the last one that no accept has taken."""
-        parts = [f for f in (self.free_conns, conns.assign(group=group)) if f is not None and len(f)]
-        window = pd.concat(parts, ignore_index=True) if parts else conns.assign(group=group)
+        window = pd.concat([self.free_conns, conns.assign(group=group)], ignore_index=True) \
+            if self.free_conns is not None else conns.assign(group=group)
         matched, method = metrics.match_accepts(accepts, window)
         if method is not None:
             self.match_method = "fifo" if "fifo" in (method, self.match_method) else "peer"
@@ -172,10 +173,10 @@ class Partial:
         free = window[~taken] if taken is not None else window
         self.free_conns = free[free["group"] >= group - 1] if len(free) else None
 
-    def add_accepts(self, tid: np.ndarray, ret: np.ndarray) -> None:
-        ok = ret >= 0
+    def add_accepts(self, accepts: pd.DataFrame) -> None:
+        tid, ok = accepts["tid"].to_numpy(), accepts["accepted"].to_numpy()
         self.accepts += int(ok.sum())
-        self.eagain += int((ret == -EAGAIN).sum())
+        self.eagain += int(accepts["eagain"].sum())
         self.workers.update(np.unique(tid).tolist())
         won_tids, counts = np.unique(tid[ok], return_counts=True)
         for t, n in zip(won_tids.tolist(), counts.tolist(), strict=True):
@@ -196,7 +197,7 @@ def _accept_frame(part: pa.Table) -> pd.DataFrame:
     """A row group's accepts as metrics.match_accepts reads them (load.accepts_frame)."""
     ret = part.column("ret").to_numpy()
     return pd.DataFrame({"ts": part.column("ts").to_numpy(), "tid": part.column("tid").to_numpy(),
-                         "accepted": ret >= 0,
+                         "accepted": ret >= 0, "eagain": ret == -EAGAIN,
                          "has_peer": (part.column("flags").to_numpy() & int(Flag.PEER)) > 0,
                          **_peer(part)})
 
@@ -206,26 +207,23 @@ def _conn_frame(part: pa.Table) -> pd.DataFrame:
                          "conn_id": part.column("conn_id").to_numpy(), **_peer(part)})
 
 
-def partial_of(path: Path) -> tuple[Partial, RecordingMeta, pq.ParquetFile]:
+def partial_of(path: Path) -> tuple[Partial, RecordingMeta]:
     pf, meta = read_metadata(path)
     listener_basis = metrics.basis_of(meta) == "listener"
     present = [c for c in COLUMNS if c in pf.schema_arrow.names]
     p = Partial()
     try:
         for i in range(pf.num_row_groups):
-            rg = as_codes(pf.read_row_group(i, columns=present))
-            for c in ("cause",):
-                if c not in rg.column_names:
-                    rg = rg.append_column(c, pa.array(np.zeros(rg.num_rows, np.uint8)))
+            rg = as_read(pf.read_row_group(i, columns=present), present)
             kind = rg["kind"]
             p.add_wakeups(_columns(rg, pc.equal(kind, int(Kind.WAKEUP)),
                                    ["outcome", "cause", "ret", "ret_ts", "wait_call", "oncpu_ts",
                                     "ts", "tid", "conn_id", "flags"]), listener_basis)
-            acc = _columns(rg, pc.equal(kind, int(Kind.ACCEPT)), ["tid", "ret"])
-            p.add_accepts(acc["tid"], acc["ret"])
-            p.connections += int(pc.sum(pc.equal(kind, int(Kind.CONN))).as_py() or 0)
-            p.add_match(_accept_frame(rg.filter(pc.equal(kind, int(Kind.ACCEPT)))),
-                        _conn_frame(rg.filter(pc.equal(kind, int(Kind.CONN)))))
+            accepts = _accept_frame(rg.filter(pc.equal(kind, int(Kind.ACCEPT))))
+            conns = _conn_frame(rg.filter(pc.equal(kind, int(Kind.CONN))))
+            p.add_accepts(accepts)
+            p.connections += len(conns)
+            p.add_match(accepts, conns)
             started = rg.filter(pc.equal(kind, int(Kind.THREAD)))
             p.threads.update(started.column("tid").to_pylist())
             for tid, comm in zip(started.column("tid").to_pylist(),  # few rows: threads
@@ -235,7 +233,7 @@ def partial_of(path: Path) -> tuple[Partial, RecordingMeta, pq.ParquetFile]:
         p.flush_match()
     except (pa.ArrowException, OSError) as exc:
         raise HerdtraceError(f"{path}: corrupt recording ({exc})") from None
-    return p, meta, pf
+    return p, meta
 
 
 @dataclass(frozen=True)
@@ -251,7 +249,7 @@ class Streamed:
 
 def analyse(path: Path | str, label: str | None = None) -> Streamed:
     path = Path(path)
-    p, meta, _ = partial_of(path)
+    p, meta = partial_of(path)
     s = _summary(path, p, meta, label)
     calls = pd.Series(p.wait_calls[1:], index=[c.name.lower() for c in WaitCall if c != WaitCall.NONE])
     workers = [p.comms[t] for t in p.workers if t in p.comms]
@@ -293,12 +291,8 @@ def _summary(path: Path, p: Partial, meta: RecordingMeta, label: str | None) -> 
     n_herd = int(p.listener_outcomes.sum())
     wakeups = int(p.outcomes.sum())
     idle = herd["absorbed"] + herd["eagain"]
-    per = {t: p.accepted_by.get(t, 0) for t in sorted(p.workers)}
-    counts = np.array(list(per.values()), np.float64)
-
-    def ratio(a: float, b: float) -> float | None:
-        return float(a / b) if b else None
-
+    per = pd.Series({t: p.accepted_by.get(t, 0) for t in sorted(p.workers)}, dtype=np.int64)
+    ratio = metrics.ratio
     assert list(causes) == list(CAUSES.categories) and list(outcomes) == list(OUTCOMES.categories)
     return metrics.Summary(
         file=str(path), label=label or meta.label or path.stem, duration_s=meta.duration_s,
@@ -313,10 +307,8 @@ def _summary(path: Path, p: Partial, meta: RecordingMeta, label: str | None) -> 
         accept_latency_us=(percentiles_from(p.accept_latency, p.accept_latency_max)
                            if p.match_method else None),
         accept_latency_match=p.match_method,
-        accepts_per_thread={str(t): n for t, n in per.items()},
-        workers=len(per), fairness_jain=(float(counts.sum() ** 2 / (len(counts) * (counts ** 2).sum()))
-                                         if len(counts) and counts.any() else None),
-        max_share=float(counts.max() / counts.sum()) if len(counts) and counts.sum() else None,
+        accepts_per_thread={str(t): int(n) for t, n in per.items()},
+        workers=len(per), fairness_jain=metrics.jain_index(per), max_share=metrics.max_share(per),
         lost_events=meta.lost_events, probe_misses=meta.probe_misses,
         attribution=meta.attribution,
         eagain_per_accept=ratio(p.eagain, p.accepts), kernel=meta.kernel_release,
