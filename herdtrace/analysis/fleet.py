@@ -69,17 +69,29 @@ def row_from(s: metrics.Summary, meta: RecordingMeta, ev: verdict.Evidence, pair
     }
     row.update({f"cause_{c}": n for c, n in s.wakeup_causes.items()})
     row.update({f"listener_{o}": listener.get(o, 0) for o in OUTCOMES.categories})
-    row.update(ratios_of(row))
     row["wake_latency_p99_us"] = s.wake_latency_us["p99"] if s.wake_latency_us else None
     return row
 
 
-def ratios_of(counts: dict[str, Any]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
+def with_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each ratio from its counts: per recording, and the same for a roll-up's sums."""
     for name, (num, den) in RATIOS.items():
-        n, d = counts.get(num), counts.get(den)
-        out[name] = float(n) / float(d) if n is not None and d else None
-    return out
+        frame[name] = (frame[num] / frame[den].where(frame[den] > 0)).astype(float)
+    return frame
+
+
+def _whole_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Counts as nullable integers (null in an error's row; Parquet's nullable ints
+    come back from pandas as floats)."""
+    for col in (*COUNTS, "workers"):
+        frame[col] = (frame[col] if col in frame.columns
+                      else pd.Series(index=frame.index, dtype=object)).astype("Int64")
+    return frame
+
+
+def check_group_key(by: str) -> None:
+    if by not in GROUP_KEYS:
+        raise HerdtraceError(f"--group-by {by!r}: one of {', '.join(GROUP_KEYS)}")
 
 
 def summarize_one(path: str) -> dict[str, Any]:
@@ -102,15 +114,9 @@ def summarize_files(paths: Sequence[Path], jobs: int | None = None) -> pd.DataFr
         # forked child can inherit one of their locks held.
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             rows = list(pool.map(summarize_one, files, chunksize=max(1, len(files) // (jobs * 8))))
-    frame = pd.DataFrame(rows)
-    for col in ("file", "error", *RATIOS):
-        if col not in frame.columns:
-            frame[col] = None
-    for col in (*COUNTS, "workers"):  # whole numbers, null in an error's row
-        frame[col] = (frame[col] if col in frame.columns else pd.Series(index=frame.index,
-                                                                         dtype=object)).astype("Int64")
-    frame["error"] = frame["error"].astype("string")
-    return frame
+    frame = _whole_numbers(pd.DataFrame(rows))
+    frame["error"] = frame["error"].astype("string")  # every row has one, None or a message
+    return with_ratios(frame)
 
 
 def write_table(frame: pd.DataFrame, out: Path) -> None:
@@ -130,17 +136,13 @@ def is_table(path: Path) -> bool:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    frame = pq.read_table(path).to_pandas()
-    for col in (c for c in (*COUNTS, "workers") if c in frame.columns):
-        frame[col] = frame[col].astype("Int64")  # Parquet's nullable ints come back as floats
-    return frame
+    return _whole_numbers(pq.read_table(path).to_pandas())
 
 
 def rollup(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     """Rows grouped by host, target, mode, day or kernel: counts summed, ratios
     recomputed from the sums, recordings and errors counted."""
-    if by not in GROUP_KEYS:
-        raise HerdtraceError(f"--group-by {by!r}: one of {', '.join(GROUP_KEYS)}")
+    check_group_key(by)
     ok = frame[frame["error"].isna()] if "error" in frame.columns else frame
     keyed = ok.assign(**{by: ok[by].fillna("(unknown)")}) if by in ok.columns else ok.assign(**{by: "(unknown)"})
     counts = [c for c in COUNTS if c in keyed.columns]
@@ -148,7 +150,6 @@ def rollup(frame: pd.DataFrame, by: str) -> pd.DataFrame:
     out = grouped[counts].sum(min_count=1)
     out.insert(0, "recordings", grouped.size())
     errors = frame["error"].notna().sum() if "error" in frame.columns else 0
-    for name, (num, den) in RATIOS.items():
-        out[name] = (out[num] / out[den].where(out[den] > 0)).astype(float)
+    out = with_ratios(out)
     out.attrs["errors"] = int(errors)
     return out.reset_index()

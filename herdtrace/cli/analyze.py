@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -84,9 +85,16 @@ def show(recordings: list[Judged], base: Judged | None, as_json: bool,
 
 
 def rounded(value: Any) -> Any:
-    """Floats to four decimals: more would be noise, not precision."""
+    """JSON-ready: floats to four decimals (more would be noise, not precision),
+    numpy scalars as Python numbers, NaN and pandas' NA as null."""
+    import pandas as pd  # here: the CLI starts without pandas
+
+    if value is None or value is pd.NA:
+        return None
+    if hasattr(value, "item"):  # a numpy scalar
+        value = value.item()
     if isinstance(value, float):
-        return round(value, 4)
+        return None if math.isnan(value) else round(value, 4)
     if isinstance(value, dict):
         return {k: rounded(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from rich.table import Table
 
 from herdtrace.analysis import fleet
 from herdtrace.analysis.load import expand_paths
+from herdtrace.cli.analyze import rounded
 
 SHOWN = ("recordings", "accepts", "listener_wakeups", "herd_factor",
          "threads_woken_per_connection", "idle_fraction", "eagain_per_accept", "lost_events",
@@ -29,22 +29,13 @@ def rows_of(paths: list[Path], jobs: int | None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 4)
-    if hasattr(value, "item"):
-        return _plain(value.item())
-    return value
-
-
 def print_rollup(paths: list[Path], by: str, jobs: int | None, as_json: bool) -> None:
     from herdtrace.reports.table import console
 
-    if by not in fleet.GROUP_KEYS:
-        fleet.rollup(pd.DataFrame(), by)  # raises the one-line error
+    fleet.check_group_key(by)  # before summarizing anything
     rolled = fleet.rollup(rows_of(paths, jobs), by)
     if as_json:
-        records = [{k: _plain(v) for k, v in r.items()} for r in rolled.to_dict("records")]
+        records = [rounded(r) for r in rolled.to_dict("records")]
         typer.echo(json.dumps({"group_by": by, "errors": rolled.attrs.get("errors", 0),
                                "groups": records}, indent=2))
         return
@@ -63,7 +54,7 @@ def print_rollup(paths: list[Path], by: str, jobs: int | None, as_json: bool) ->
 
 
 def _cell(value: Any) -> str:
-    v = _plain(value)
+    v = rounded(value)
     if v is None:
         return "-"
     return f"{v:.2f}" if isinstance(v, float) else str(v)
