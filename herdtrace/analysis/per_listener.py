@@ -10,13 +10,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from herdtrace.analysis import metrics
+from herdtrace.analysis import metrics, verdict
 from herdtrace.analysis.load import Recording
-
-# The wait calls listener wakeups came out of, as the modes /proc cannot show.
-WAIT_MODES = {"accept": "accept", "accept4": "accept", "select": "select", "pselect6": "select",
-              "poll": "poll", "ppoll": "poll", "epoll_wait": "epoll", "epoll_pwait": "epoll",
-              "epoll_pwait2": "epoll", "kevent": "kevent"}
 
 
 class ListenerLike(Protocol):
@@ -68,7 +63,7 @@ def observed_mode(listener: ListenerLike, part: Recording) -> str | None:
     listener wakeups came out of (accept, select, poll, epoll)."""
     if listener.mode is not None:
         return listener.mode
-    calls = metrics.herd_wakeups(part)["wait_call"].astype(str).map(WAIT_MODES).dropna()
+    calls = metrics.herd_wakeups(part)["wait_call"].astype(str).map(verdict.WAITS).dropna()
     return str(calls.mode().iloc[0]) if len(calls) else None
 
 

@@ -41,9 +41,13 @@ SERVER_FIXES: dict[str, tuple[str, ...]] = {
               "nginx: `accept_mutex off;` (the default since 1.11.3) lets nginx use EPOLLEXCLUSIVE "
               "on Linux 4.5+"),
 }
-WAIT_KINDS = {"epoll_wait": "epoll", "epoll_pwait": "epoll", "epoll_pwait2": "epoll",
-              "select": "select/poll", "pselect6": "select/poll", "poll": "select/poll",
-              "ppoll": "select/poll", "accept": "accept", "accept4": "accept", "kevent": "kevent"}
+# The wait each traced syscall is (what `top` shows as a mode where /proc shows none)...
+WAITS = {"accept": "accept", "accept4": "accept", "select": "select", "pselect6": "select",
+         "poll": "poll", "ppoll": "poll", "epoll_wait": "epoll", "epoll_pwait": "epoll",
+         "epoll_pwait2": "epoll", "kevent": "kevent"}
+# ...and the kind of wait a fix is chosen for: select and poll wake alike.
+WAIT_KINDS = {call: {"select": "select/poll", "poll": "select/poll"}.get(wait, wait)
+              for call, wait in WAITS.items()}
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,27 @@ def _set_wait(leaf: Any, syscall: tuple[int, ...]) -> None:
     leaf.accept_buf = args[buf_arg] if buf_arg >= 0 else 0
 
 
+def thread_rows(infos: list[targets.ThreadInfo], ts: int) -> np.ndarray:
+    """THREAD records for threads found in /proc (once each: threads, not events)."""
+    rows = np.zeros(len(infos), dtype=EVENT_DTYPE)
+    for i, info in enumerate(infos):
+        rows[i]["kind"] = Kind.THREAD
+        rows[i]["ts"] = ts
+        rows[i]["tid"] = info.tid
+        rows[i]["tgid"] = info.tgid
+        rows[i]["other_tid"] = info.parent
+        rows[i]["comm"] = info.comm.encode()[:16]
+    return rows
+
+
+def total_misses(misses: dict[str, int | None]) -> int | None:
+    """All probes' misses; None where the kernel does not count them (< 5.12):
+    unknown, not zero."""
+    if any(v is None for v in misses.values()):
+        return None
+    return sum(v for v in misses.values() if v is not None)
+
+
 class Recorder:
     def __init__(self, opts: RecordOptions) -> None:
         self.opts = opts
@@ -144,17 +165,6 @@ class Recorder:
         if found:
             self.listeners = found
             self._trace_ports({lst.port for lst in found})
-
-    def _initial_thread_rows(self, start_ns: int) -> np.ndarray:
-        rows = np.zeros(len(self.traced_at_start), dtype=EVENT_DTYPE)
-        for i, info in enumerate(self.traced_at_start):  # once, at start: threads, not events
-            rows[i]["kind"] = Kind.THREAD
-            rows[i]["ts"] = start_ns
-            rows[i]["tid"] = info.tid
-            rows[i]["tgid"] = info.tgid
-            rows[i]["other_tid"] = info.parent
-            rows[i]["comm"] = info.comm.encode()[:16]
-        return rows
 
     # ---- the loop -------------------------------------------------------------
     def _write(self, ev: np.ndarray) -> None:
@@ -258,7 +268,7 @@ class Recorder:
         self.last_drain = time.monotonic()
         self.next_scan = (self.last_drain + 0.5, 2.0)
         try:
-            self._write(self._initial_thread_rows(start_ns))
+            self._write(thread_rows(self.traced_at_start, start_ns))
             if self.command is not None:
                 self.command.release()
             self.say(self._ready_line())
@@ -376,9 +386,7 @@ class Recorder:
             wakings_merged=sum(counters["wakings_merged"]),
             wakings_uninterruptible=sum(counters["wakings_uninterruptible"]),
             probe_misses_per_probe=misses,
-            # None where the kernel does not count them (< 5.12): unknown, not zero.
-            probe_misses=(None if any(v is None for v in misses.values())
-                          else sum(v for v in misses.values() if v is not None)),
+            probe_misses=total_misses(misses),
             cause_window_ns=opts.probe.cause_window_ns,
             conn_window_ns=opts.probe.conn_window_ns,
         )

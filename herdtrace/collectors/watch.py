@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from herdtrace.analysis import load, per_listener
 from herdtrace.collectors import listeners, targets
-from herdtrace.collectors.bpf_collector import Recorder
+from herdtrace.collectors.bpf_collector import Recorder, thread_rows, total_misses
 from herdtrace.collectors.session import RecordOptions, RecordSummary, Sink
 from herdtrace.collectors.writer import events_to_batch
 from herdtrace.errors import HerdtraceError
@@ -81,7 +81,6 @@ class Watcher(Recorder):
                                        force=top.force, label="top"))
         self.top = top
         self.on_interval = on_interval
-        self.found: list[listeners.Listener] = []
         self.traced_pids: set[int] = set()
         self.pending: list[np.ndarray] = []
         self.intervals = 0
@@ -103,13 +102,12 @@ class Watcher(Recorder):
     def _discover(self, now_ns: int) -> list[targets.ThreadInfo]:
         """Scan for listeners; trace the threads of processes not traced yet."""
         self.inodes = _listening_inodes()
-        self.found = listeners.scan(self._scope(), self.top.ports)
-        fresh = sorted({pid for lst in self.found for pid in lst.pids} - self.traced_pids)
+        self.listeners = listeners.scan(self._scope(), self.top.ports)
+        fresh = sorted({pid for lst in self.listeners for pid in lst.pids} - self.traced_pids)
         infos = targets.threads_of(fresh)
         self._trace(infos, now_ns)
         self.traced_pids.update(fresh)
-        self._trace_ports({lst.port for lst in self.found})
-        self.listeners = self.found
+        self._trace_ports({lst.port for lst in self.listeners})
         return infos
 
     def _attach(self, start_ns: int) -> None:
@@ -117,7 +115,7 @@ class Watcher(Recorder):
         self.interval_start = (time.monotonic(), start_ns)
 
     def _ready_line(self) -> str:
-        n = len(self.found)
+        n = len(self.listeners)
         return (f"herdtrace: watching {n} listener{'s' if n != 1 else ''} "
                 f"({len(self.traced_pids)} processes, {len(self.traced_at_start)} threads)"
                 + (f" -> {self.top.output}" if self.top.output else "") + " (Ctrl-C to stop)")
@@ -130,24 +128,14 @@ class Watcher(Recorder):
         if self.top.count is not None and self.intervals >= self.top.count:
             return "count"
         if self.intervals % FULL_SCAN_EVERY == 0 or _listening_inodes() != self.inodes:
-            infos = self._discover(time.monotonic_ns())
-            if infos:
-                self._write(self._thread_rows(infos, time.monotonic_ns()))
+            now_ns = time.monotonic_ns()
+            infos = self._discover(now_ns)
+            self._write(thread_rows(infos, now_ns))
+            self.traced_at_start += infos
         return None
 
-    def _thread_rows(self, infos: list[targets.ThreadInfo], ts: int) -> np.ndarray:
-        saved, self.traced_at_start = self.traced_at_start, infos
-        try:
-            return self._initial_thread_rows(ts)
-        finally:
-            self.traced_at_start = saved + infos
-
     def _counts(self) -> tuple[int, int | None]:
-        lost = sum(self._counters()["lost_events"])
-        misses = self._probe_misses()
-        total = None if any(v is None for v in misses.values()) else sum(
-            v for v in misses.values() if v is not None)
-        return lost, total
+        return sum(self._counters()["lost_events"]), total_misses(self._probe_misses())
 
     def _report(self, now: float) -> None:
         self._drain()
@@ -162,7 +150,7 @@ class Watcher(Recorder):
         table = pa.Table.from_batches([events_to_batch(events)])
         rec = load.recording_from_table(table, meta, Path("top"), "top")
         elapsed = now - start_s
-        rows = per_listener.by_listener(rec, self.found, elapsed)
+        rows = per_listener.by_listener(rec, self.listeners, elapsed)
         for row in rows:  # an idle listener keeps the wait it was last seen in
             key = (row["addr"], row["port"])
             row["mode"] = row["mode"] or self.modes.get(key)
