@@ -67,11 +67,16 @@ def record_command(
         output=out, pids=pids, command=tuple(command or ()),
         duration=duration, probe=probe, force=force, label=label,
     )
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    collector(backend)(opts, stop_on_signals(), on_ready=say, on_done=print_summary)
+
+
+def stop_on_signals() -> threading.Event:
+    """Set by Ctrl-C or SIGTERM: the collector then finishes the file and stops."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    say = functools.partial(print, file=sys.stderr, flush=True)
-    collector(backend)(opts, stop, on_ready=say, on_done=print_summary)
+    return stop
 
 
 def listening_pids(ports: list[int]) -> tuple[int, ...]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from herdtrace.cli.record import print_summary, stop_on_signals
 from herdtrace.validate import check_suffix
 
 if TYPE_CHECKING:
@@ -85,10 +84,6 @@ def top_command(
     opts = TopOptions(interval_s=interval, count=count, ports=tuple(port or ()),
                       pids=tuple(pid or ()), output=output, force=force,
                       probe=program.ProbeOptions(ringbuf_pages=buffer_pages))
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-
     def show(report: Interval) -> None:
         if as_json:
             typer.echo(json.dumps(report.to_json()))
@@ -96,9 +91,10 @@ def top_command(
             typer.echo("\n".join(table_lines(report)) + "\n")
         sys.stdout.flush()
 
-    summary = watch(opts, show, stop, on_ready=lambda line: typer.echo(line, err=True))
+    summary = watch(opts, show, stop_on_signals(),
+                    on_ready=lambda line: typer.echo(line, err=True))
     if output is not None:
-        typer.echo(summary.line(), err=True)
+        print_summary(summary)
 
 
 def register(app: typer.Typer) -> None:

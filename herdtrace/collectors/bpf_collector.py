@@ -149,7 +149,7 @@ class Recorder:
             fresh = [t for t in targets.threads_of(procs) if t.tid not in seen]
             self._trace(fresh, start_ns)
             seen.update({t.tid: t for t in fresh})
-            self._scan_listeners(procs)
+        self._scan_listeners(procs)  # once, of the processes the second pass found
         self.traced_at_start = list(seen.values())
 
     def _scan_listeners(self, procs: list[int] | None = None) -> None:
