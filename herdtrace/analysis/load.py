@@ -302,11 +302,19 @@ def threads_frame(started: pd.DataFrame, exited: pd.DataFrame) -> pd.DataFrame:
 def recording_from_table(table: pa.Table, meta: RecordingMeta, path: Path,
                          label: str) -> Recording:
     """A Recording from events already in memory (`top`'s interval), as if loaded."""
-    kinds = (Kind.WAKEUP, Kind.ACCEPT, Kind.CONN, Kind.THREAD, Kind.THREAD_EXIT)
-    tables = split_kinds([table], table.schema, kinds)
+    tables = split_kinds([table], table.schema, (Kind.WAKEUP, *_REST))
+    wakeups = wakeups_frame(_take_pandas(tables, Kind.WAKEUP))
+    return _recording(path, label, meta, wakeups, tables)
+
+
+_REST = (Kind.ACCEPT, Kind.CONN, Kind.THREAD, Kind.THREAD_EXIT)
+
+
+def _recording(path: Path, label: str, meta: RecordingMeta, wakeups: pd.DataFrame,
+               tables: dict[Kind, pa.Table]) -> Recording:
+    """The frames of the kinds other than wakeups, from their tables, and the Recording."""
     return Recording(
-        path=path, label=label, meta=meta,
-        wakeups=wakeups_frame(_take_pandas(tables, Kind.WAKEUP)),
+        path=path, label=label, meta=meta, wakeups=wakeups,
         accepts=accepts_frame(_take_pandas(tables, Kind.ACCEPT)),
         connections=connections_frame(_take_pandas(tables, Kind.CONN)),
         threads=threads_frame(_take_pandas(tables, Kind.THREAD),
@@ -319,17 +327,8 @@ def load_recording(path: Path | str, label: str | None = None) -> Recording:
     pf, meta = read_metadata(path)
     # Wakeups first, converted before the rest is read: the peak is one copy of them.
     wakeups = wakeups_frame(_take_pandas(_read_kinds(pf, path, (Kind.WAKEUP,)), Kind.WAKEUP))
-    tables = _read_kinds(pf, path, (Kind.ACCEPT, Kind.CONN, Kind.THREAD, Kind.THREAD_EXIT))
-    return Recording(
-        path=path,
-        label=label or meta.label or path.stem,
-        meta=meta,
-        wakeups=wakeups,
-        accepts=accepts_frame(_take_pandas(tables, Kind.ACCEPT)),
-        connections=connections_frame(_take_pandas(tables, Kind.CONN)),
-        threads=threads_frame(_take_pandas(tables, Kind.THREAD),
-                              _take_pandas(tables, Kind.THREAD_EXIT)),
-    )
+    return _recording(path, label or meta.label or path.stem, meta, wakeups,
+                      _read_kinds(pf, path, _REST))
 
 
 TIME_COLUMNS = ("ts", "enter_ts", "oncpu_ts", "ret_ts", "conn_ts", "start_ts", "exit_ts")
