@@ -49,14 +49,16 @@ def throughput(port: int, seconds: float) -> float:
 
 
 def observer_effect(repeats: int, seconds: float,
-                    baseline: type[tracers.Herdtrace] | None = None,
-                    only: set[str] | None = None) -> dict[str, Any]:
-    kinds = [k for k in tracers.available(baseline)
+                    baselines: list[type[tracers.Herdtrace]] | None = None,
+                    only: set[str] | None = None,
+                    servers_only: set[str] | None = None) -> dict[str, Any]:
+    kinds = [k for k in tracers.available(baselines or [])
              if only is None or k.name in only or k.name == "untraced"]
     results: dict[str, dict[str, list[float]]] = {}
     health: dict[str, dict[str, list[int | None]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}
     work = tracers.workdir()
-    names = list(servers.targets(work))
+    names = [n for n in servers.targets(work) if servers_only is None or n in servers_only]
     for rep in range(repeats):
         for target in names:
             # Interleaved (untraced, floor, filter, state, herdtrace, ..., perf, untraced, ...),
@@ -69,6 +71,8 @@ def observer_effect(repeats: int, seconds: float,
                     rps = throughput(port, seconds)
                     info = tracer.stop()
                 results.setdefault(target, {}).setdefault(tracer.name, []).append(rps)
+                if tracer.cpu_s is not None:
+                    cpu.setdefault(target, {}).setdefault(tracer.name, []).append(tracer.cpu_s / seconds)
                 if "lost_events" in info:
                     h = health.setdefault(target, {}).setdefault(tracer.name, [])
                     h.append(info["lost_events"])  # type: ignore[arg-type]
@@ -78,7 +82,7 @@ def observer_effect(repeats: int, seconds: float,
     shutil.rmtree(work, ignore_errors=True)
     order = [k().name for k in kinds]
     return {"throughput": {t: {n: r[n] for n in order if n in r} for t, r in results.items()},
-            "herdtrace_health": health}
+            "herdtrace_health": health, "tracer_cpu": cpu}
 
 
 def spread(values: list[float]) -> str:
@@ -93,7 +97,8 @@ STEPS = {"herdtrace empty": "attaching (the floor)", "herdtrace filter": "filter
 def report_observer(obs: dict[str, Any], baseline_name: str | None) -> list[str]:
     verdicts = []
     say("\n1. Observer effect: saturating wrk -c16, a new connection per request; req/s "
-        "min median max, ratio of medians to untraced, and the step from the row above")
+        "min median max, ratio of medians to untraced, the tracer's own CPU (user+system "
+        "of its processes, cores, median) while the load ran, and the step from the row above")
     for target, by_tracer in obs["throughput"].items():
         base = statistics.median(by_tracer["untraced"])
         say(f"  {target}")
@@ -103,7 +108,9 @@ def report_observer(obs: dict[str, Any], baseline_name: str | None) -> list[str]
             step = ""
             if name in STEPS and previous is not None:
                 step = f"  step {ratios[name] - ratios[previous]:+.3f} ({STEPS[name]})"
-            say(f"    {name:18s} {spread(values)}  ratio {ratios[name]:.3f}{step}")
+            used = obs.get("tracer_cpu", {}).get(target, {}).get(name)
+            own = f"  own CPU {statistics.median(used):.3f}" if used else ""
+            say(f"    {name:18s} {spread(values)}  ratio {ratios[name]:.3f}{own}{step}")
             previous = name if name in STEPS or name == "untraced" else previous
         health = obs["herdtrace_health"].get(target, {})
         lost = health.get("herdtrace", [])
@@ -152,13 +159,6 @@ def build_wakegen(work: Path) -> Path:
     return exe
 
 
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """utime+stime of a process, or of its waited-for children (cutime+cstime)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    first = 13 if children else 11
-    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
-
-
 def drain_run(exe: Path, work: Path, rate_per_pair: float, seconds: float) -> dict[str, float]:
     """wakegen (2 pairs) recorded by --pid; records/s, lost, and the collector's CPU
     between attaching and writing the summary (start-up and detach excluded)."""
@@ -173,10 +173,10 @@ def drain_run(exe: Path, work: Path, rate_per_pair: float, seconds: float) -> di
     cpu = span = writer = 0.0
     for line in rec.stderr:
         if line.startswith("herdtrace: recording"):
-            cpu0, t0 = cpu_seconds(rec.pid), time.monotonic()
+            cpu0, t0 = tracers.cpu_seconds(rec.pid), time.monotonic()
         elif line.startswith("herdtrace: recorded") and cpu0 is not None and t0 is not None:
-            cpu, span = cpu_seconds(rec.pid) - cpu0, time.monotonic() - t0
-            writer = cpu_seconds(rec.pid, children=True)  # the Parquet writer, reaped by now
+            cpu, span = tracers.cpu_seconds(rec.pid) - cpu0, time.monotonic() - t0
+            writer = tracers.cpu_seconds(rec.pid, children=True)  # the Parquet writer, reaped by now
     rec.wait()
     gen.send_signal(signal.SIGTERM)
     gen.wait()
@@ -275,12 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench-perf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--baseline-rev", help="also run herdtrace as of this git revision, "
+    parser.add_argument("--baseline-rev", action="append", default=[],
+                        help="also run herdtrace as of this git revision (repeatable; the first "
+                        "is the 'before' of the cost-above-the-floor target), "
                         "for a before/after in the same run")
     parser.add_argument("--seconds", type=float, default=3.0, help="load per observer run")
     parser.add_argument("--sizes", default="1000000,10000000,100000000")
     parser.add_argument("--skip", default="",
                         help="comma list of: observer,drain,analysis,size,loadgen")
+    parser.add_argument("--servers", help="comma list of server names for the observer runs "
+                        "(default: all): " + ", ".join(servers.NAMES))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--tracers", help="comma list of tracer names for the observer runs "
                         "(default: all; untraced always runs)")
@@ -294,12 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if "observer" not in skip:
         say("1. observer effect (interleaved runs)")
-        baseline = None
-        if args.baseline_rev:
-            baseline = tracers.at_revision(args.baseline_rev, checkout(args.baseline_rev))
+        baselines = [tracers.at_revision(rev, checkout(rev)) for rev in args.baseline_rev]
         only = set(args.tracers.split(",")) if args.tracers else None
-        figures["observer"] = observer_effect(args.repeats, args.seconds, baseline, only)
-        verdicts += report_observer(figures["observer"], baseline.name if baseline else None)
+        served = set(args.servers.split(",")) if args.servers else None
+        figures["observer"] = observer_effect(args.repeats, args.seconds, baselines, only, served)
+        verdicts += report_observer(figures["observer"],
+                                    baselines[0].name if baselines else None)
     if "drain" not in skip:
         say("\n2. drain")
         figures["drain"] = drain(3.0)

@@ -26,12 +26,15 @@ def nginx(workdir: Path, workers: int = 4) -> Iterator[tuple[list[int], int]]:
         yield srv.pids(), srv.port
 
 
+NAMES = ("lab epoll-shared", "lab epoll-exclusive", "nginx (4 workers)")
+
+
 def targets(workdir: Path) -> dict[str, contextlib.AbstractContextManager[tuple[list[int], int]]]:
     """Fresh context managers, one per target; nginx only where it is installed."""
     found: dict[str, contextlib.AbstractContextManager[tuple[list[int], int]]] = {
-        "lab epoll-shared": lab("epoll-shared"),
-        "lab epoll-exclusive": lab("epoll-exclusive"),
+        NAMES[0]: lab("epoll-shared"),
+        NAMES[1]: lab("epoll-exclusive"),
     }
     if shutil.which("nginx"):
-        found["nginx (4 workers)"] = nginx(workdir)
+        found[NAMES[2]] = nginx(workdir)
     return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from herdtrace.bench.runner import record_argv
+from herdtrace.collectors.targets import descendants
 from herdtrace.probes.features import REQUIRED_TRACEPOINTS
 from herdtrace.workloads.pipes import lines_within
 from tests.integration.independent import script as counting_script
@@ -23,6 +25,7 @@ TRACEPOINTS = [*REQUIRED_TRACEPOINTS, "sock:sk_data_ready"]
 
 class Tracer:
     name = "untraced"
+    cpu_s: float | None = None  # the tracer's own CPU time while the load ran
 
     def start(self, pids: list[int], workdir: Path) -> None:
         self.pids = pids
@@ -31,16 +34,44 @@ class Tracer:
         return {}
 
 
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime+stime of a process, or of its waited-for children (cutime+cstime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    first = 13 if children else 11
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of a process and everything below it, as far as they are alive."""
+    total = 0.0
+    for pid in descendants((root,)):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += cpu_seconds(pid)
+    return total
+
+
 class _Process(Tracer):
+    """A tracer run as a process; its CPU time (with its children's) while the
+    load ran is reported as `cpu_s`."""
+
     proc: subprocess.Popen[str]
+    cpu_at_start = 0.0
+
+    def _mark(self) -> None:
+        self.cpu_at_start = tree_cpu_seconds(self.proc.pid)
+
+    def _cpu_used(self) -> float:
+        return tree_cpu_seconds(self.proc.pid) - self.cpu_at_start
 
     def _wait_for(self, marker: str, timeout: float = 60.0, stream: IO[str] | None = None) -> None:
         stream = stream or self.proc.stdout or self.proc.stderr
         assert stream is not None
         if not any(marker in line for line in lines_within(stream, timeout)):
             raise RuntimeError(f"{self.name} did not start")
+        self._mark()
 
     def _interrupt(self) -> str:
+        self.cpu_s = self._cpu_used()
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGINT)
         try:
@@ -107,6 +138,7 @@ class Top(_Process):
         self._wait_for("herdtrace: watching", stream=self.proc.stderr)
 
     def stop(self) -> dict[str, object]:
+        self.cpu_s = self._cpu_used()
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGINT)
         out, _ = self.proc.communicate(timeout=120)
@@ -157,6 +189,7 @@ class PerfRecord(_Process):
             c.flush()
             if a.readline().strip() != "ack":
                 raise RuntimeError("perf record did not acknowledge enable")
+        self._mark()
 
     def stop(self) -> dict[str, object]:
         out = self._interrupt()
@@ -168,12 +201,11 @@ class PerfRecord(_Process):
 ABLATIONS = ("empty", "filter", "state")
 
 
-def available(baseline: type[Herdtrace] | None = None) -> list[type[Tracer]]:
+def available(baselines: list[type[Herdtrace]]) -> list[type[Tracer]]:
     """In the order of the ablation table: untraced, the floor (empty programs), ...,
     herdtrace, then the tools it is compared with."""
     found: list[type[Tracer]] = [Tracer, *(ablated(level) for level in ABLATIONS), Herdtrace, Top]
-    if baseline is not None:
-        found.append(baseline)
+    found.extend(baselines)
     if shutil.which("bpftrace"):
         found.append(Bpftrace)
     if shutil.which("perf"):

@@ -249,25 +249,29 @@ class Recorder:
         self.plan = program.plan(opts.probe)
         if opts.command:
             self.command = targets.GatedCommand(opts.command)
+        # The writer process starts while the program compiles, and is ready before
+        # recording begins: its start-up is not charged to the traced server.
+        self.sink = self._make_sink()
         try:
             self.bpf = program.load(self.plan)
-        except HerdtraceError:
+            if self.bpf[b"events"] is None or ctypes.sizeof(self.bpf[b"traced"].Leaf().wakeup) != EVENT_SIZE:
+                raise HerdtraceError("the loaded program's event struct does not match the schema")
+            self.sink.ready()
+        except BaseException:
+            self.sink.abandon()
             if self.command is not None:
                 os.kill(self.command.pid, 9)
                 self.command.wait()
             raise
-        if self.bpf[b"events"] is None or ctypes.sizeof(self.bpf[b"traced"].Leaf().wakeup) != EVENT_SIZE:
-            raise HerdtraceError("the loaded program's event struct does not match the schema")
         self.stats_at_start = self._prog_stats()
         start_ns = time.monotonic_ns()
         wall_offset = time.time_ns() - start_ns
-        self._attach(start_ns)
-        ring = self.bpf[b"events"]
-        self.reader = RingReader(ring.map_fd, opts.probe.ringbuf_pages * mmap.PAGESIZE, EVENT_DTYPE)
-        self.sink = self._make_sink()
-        self.last_drain = time.monotonic()
-        self.next_scan = (self.last_drain + 0.5, 2.0)
         try:
+            self._attach(start_ns)
+            ring = self.bpf[b"events"]
+            self.reader = RingReader(ring.map_fd, opts.probe.ringbuf_pages * mmap.PAGESIZE, EVENT_DTYPE)
+            self.last_drain = time.monotonic()
+            self.next_scan = (self.last_drain + 0.5, 2.0)
             self._write(thread_rows(self.traced_at_start, start_ns))
             if self.command is not None:
                 self.command.release()

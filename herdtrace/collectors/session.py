@@ -121,6 +121,11 @@ class Sink:
         self.tally.add(ev)
         self.rows += len(ev)
 
+    def ready(self) -> None:
+        """Wait until the writer process has started (see collectors/spool.py)."""
+        if self.spool is not None:
+            self.spool.wait_ready()
+
     def close(self, metadata: RecordingMeta) -> None:
         """Hand over the metadata; returns once the file is complete."""
         if self.spool is not None:

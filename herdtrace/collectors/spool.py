@@ -10,6 +10,10 @@ saturating load encoding waits, as perf defers decoding to report time. Being a
 separate process, a descheduled writer can never hold up the drain (a thread
 could, holding the GIL), and a recorder that dies still leaves a complete file.
 
+The writer is started before the probes are compiled and says when it is ready
+(imports done, file open): its start-up is over before recording begins, so it
+costs the traced server nothing then.
+
 At the end the recording process writes `OUTPUT.spool.done` (the metadata); the
 writer finishes the spool, writes the footer, removes both files and exits.
 
@@ -34,10 +38,12 @@ from herdtrace.collectors.writer import RecordingWriter
 from herdtrace.errors import HerdtraceError
 from herdtrace.metadata import RecordingMeta
 from herdtrace.schema import EVENT_DTYPE, EVENT_SIZE
+from herdtrace.workloads.pipes import lines_within
 
 ROW_GROUP = 65536
 FLUSH_S = 1.0
 IDLE_SLEEP_S = 0.05
+WRITER_READY = "ready"
 # Encode while at least this much of the machine's CPU time was idle over the last
 # IDLE_PERIOD_S; past SPOOL_BACKLOG bytes not yet encoded, encode regardless.
 IDLE_FRACTION = 0.4
@@ -51,7 +57,7 @@ class IdleMeter:
     def __init__(self) -> None:
         self.last = self._read()
         self.at = time.monotonic()
-        self.idle = True
+        self.idle = False  # until a period has been measured: deferring is always safe
 
     @staticmethod
     def _read() -> tuple[int, int]:
@@ -89,8 +95,16 @@ class SpoolFile:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self.writer = subprocess.Popen(
             [sys.executable, "-m", "herdtrace.collectors.spool", str(output), str(os.getpid())],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Return once the writer has started (see the module's doc)."""
+        assert self.writer.stdout is not None
+        if not any(line.strip() == WRITER_READY for line in lines_within(self.writer.stdout, timeout)):
+            self.writer.kill()
+            self.writer.wait()
+            raise HerdtraceError(f"the recording writer did not start: {self._writer_error()}")
 
     def append(self, ev: np.ndarray) -> None:
         data = np.ascontiguousarray(ev).view(np.uint8).data
@@ -144,6 +158,7 @@ def follow(output: Path, parent: int) -> None:
     last_write = time.monotonic()
     orphaned = False
     meter = IdleMeter()
+    print(WRITER_READY, flush=True)
     with spool.open("rb") as f:
         while True:
             finished = done.exists()  # checked before reading: no record can follow it
