@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from herdtrace.collectors.writer import RecordingWriter
+from herdtrace.collectors.writer import RecordingWriter, warm_up
 from herdtrace.errors import HerdtraceError
 from herdtrace.metadata import RecordingMeta
 from herdtrace.schema import EVENT_DTYPE, EVENT_SIZE
@@ -55,8 +55,8 @@ class IdleMeter:
     """Whether the machine had CPU to spare lately, from /proc/stat."""
 
     def __init__(self) -> None:
-        self.last = self._read()
-        self.at = time.monotonic()
+        self.last = (0, 0)
+        self.at: float | None = None  # the first call starts the first period
         self.idle = False  # until a period has been measured: deferring is always safe
 
     @staticmethod
@@ -69,7 +69,9 @@ class IdleMeter:
 
     def spare(self) -> bool:
         now = time.monotonic()
-        if now - self.at >= IDLE_PERIOD_S:
+        if self.at is None:
+            self.last, self.at = self._read(), now
+        elif now - self.at >= IDLE_PERIOD_S:
             cur = self._read()
             total = cur[1] - self.last[1]
             self.idle = total <= 0 or (cur[0] - self.last[0]) / total >= IDLE_FRACTION
@@ -153,6 +155,7 @@ def follow(output: Path, parent: int) -> None:
     """
     spool, done = spool_path(output), done_path(output)
     writer = RecordingWriter(output)
+    warm_up()
     pending: list[np.ndarray] = []
     buffered = 0
     last_write = time.monotonic()

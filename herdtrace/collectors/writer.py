@@ -70,16 +70,31 @@ DELTA_COLUMNS = {c: "DELTA_BINARY_PACKED" for c in ("ts", "enter_ts", "oncpu_ts"
                                                      "conn_id")}
 
 
+def _parquet_writer(where: str | pa.NativeFile) -> pq.ParquetWriter:
+    # store_schema=False: the file then keeps no Arrow schema of its own, and
+    # readers take the schema's metadata from the footer, where close() puts
+    # herdtrace's (known only at the end): read_table(f).schema.metadata has it.
+    return pq.ParquetWriter(where, arrow_schema(), compression="zstd",
+                            use_dictionary=DICTIONARY_COLUMNS, column_encoding=DELTA_COLUMNS,
+                            store_schema=False)
+
+
+def warm_up() -> None:
+    """Write a few rows to memory: pyarrow's first row group costs ~0.2 s of CPU in
+    one-time set-up, which a writer should pay before recording starts."""
+    rows = np.zeros(2, dtype=EVENT_DTYPE)
+    rows["kind"] = 1
+    rows["comm"] = b"warm-up"
+    writer = _parquet_writer(pa.BufferOutputStream())
+    writer.write_batch(events_to_batch(rows))
+    writer.close()
+
+
 class RecordingWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows = 0
-        # store_schema=False: the file then keeps no Arrow schema of its own, and
-        # readers take the schema's metadata from the footer, where close() puts
-        # herdtrace's (known only at the end): read_table(f).schema.metadata has it.
-        self._writer = pq.ParquetWriter(str(path), arrow_schema(), compression="zstd",
-                                        use_dictionary=DICTIONARY_COLUMNS,
-                                        column_encoding=DELTA_COLUMNS, store_schema=False)
+        self._writer = _parquet_writer(str(path))
 
     def write(self, events: np.ndarray) -> None:
         if len(events) == 0:
