@@ -77,8 +77,12 @@
 
 #define ST_ESTABLISHED 1
 #define ST_SYN_RECV 3
+#define ST_FIN_WAIT2 5
+#define ST_TIME_WAIT 6
 #define ST_CLOSE 7
+#define ST_CLOSE_WAIT 8
 #define ST_LISTEN 10
+#define ST_CLOSING 11
 #define PROTO_TCP 6
 #define FAM_INET 2
 #define FAM_INET6 10
@@ -328,21 +332,21 @@ static __always_inline void emit_accept(struct traced_thread *t, u32 tid, s32 re
     from_wait(e, t, tid);
     e->ret = ret;
     if (ret >= 0 && t->accept_buf) {
-        u8 *ubuf = (u8 *)t->accept_buf;
-        u16 family = 0;
-        u16 port_be = 0;
-        bpf_probe_read_user(&family, sizeof(family), ubuf);
-        bpf_probe_read_user(&port_be, sizeof(port_be), ubuf + 2);
-        if (family == FAM_INET) {
+        // The sockaddr's first 8 bytes (family, port, IPv4 address) in one read;
+        // an IPv6 address follows them.
+        const u8 *ubuf = (const u8 *)t->accept_buf;
+        struct { u16 family; u16 port_be; u8 addr4[4]; } head = {};
+        bpf_probe_read_user(&head, sizeof(head), ubuf);
+        if (head.family == FAM_INET) {
             e->raddr[10] = 0xff;
             e->raddr[11] = 0xff;
-            bpf_probe_read_user(&e->raddr[12], 4, ubuf + 4);
+            __builtin_memcpy(&e->raddr[12], head.addr4, 4);
             e->flags |= HERD_FLAG_PEER;
-        } else if (family == FAM_INET6) {
+        } else if (head.family == FAM_INET6) {
             bpf_probe_read_user(&e->raddr[0], 16, ubuf + 8);
             e->flags |= HERD_FLAG_PEER | HERD_FLAG_IPV6;
         }
-        e->rport = (port_be >> 8) | ((port_be & 0xff) << 8);
+        e->rport = (head.port_be >> 8) | ((head.port_be & 0xff) << 8);
     }
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
@@ -558,7 +562,9 @@ RAW_TRACEPOINT_PROBE(sched_waking) {
 RAW_TRACEPOINT_PROBE(sched_switch) {
     ONLY_ATTACHED();
     u8 state = ctx->args[0] ? HERD_SLEPT_NONE : slept_as((long)ctx->args[3]);
-    on_switch(task_pid((const u8 *)ctx->args[1]), state, task_pid((const u8 *)ctx->args[2]));
+    // prev is still the current task here: its pid without a read of its task_struct.
+    u32 prev = (u32)bpf_get_current_pid_tgid();
+    on_switch(prev, state, task_pid((const u8 *)ctx->args[2]));
     return 0;
 }
 #else
@@ -634,12 +640,14 @@ static __always_inline void note_ready(u8 why, u64 sk, u64 conn_id, u16 port) {
 }
 
 // A TCP socket changed state (any context). Classic tracepoints fill every field;
-// the raw one reads the socket's ports and addresses itself, and only when needed.
+// the raw one reads the socket's protocol, ports and addresses itself, and only
+// when needed.
 struct sock_change {
     const u8 *raw;      // the socket, where its fields are still to be read (raw)
     u64 sk;
     int oldstate;
     int newstate;
+    u16 protocol;
     u16 sport;
     u16 dport;
     u16 family;
@@ -647,27 +655,51 @@ struct sock_change {
     u8 daddr6[16];
 };
 
+// Whether a change can matter, from the arguments alone: of the ~10 changes per
+// connection on the machine, most are a client's (-> SYN_SENT, SYN_SENT ->
+// ESTABLISHED) or a socket's own close (-> FIN_WAIT1, -> LAST_ACK), which wake
+// nobody. Kept: a child established, a listen(), and what wakes an accepted
+// socket's reader through sk_state_change: the peer's FIN (-> CLOSE_WAIT,
+// -> CLOSING, -> TIME_WAIT), the ack of ours after shutdown (-> FIN_WAIT2), the end.
+static __always_inline int may_matter(int oldstate, int newstate) {
+    switch (newstate) {
+    case ST_ESTABLISHED:
+        return oldstate == ST_SYN_RECV;
+    case ST_LISTEN:
+    case ST_CLOSE_WAIT:
+    case ST_CLOSING:
+    case ST_FIN_WAIT2:
+    case ST_TIME_WAIT:
+    case ST_CLOSE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static __always_inline void on_state(struct sock_change *s) {
-    if (frozen())
+    if (!may_matter(s->oldstate, s->newstate) || frozen())
         return;
     u64 skaddr = s->sk;
     u64 *known = conn_socks.lookup(&skaddr);
     ONLY_FILTERED();
     if (known) {
-        // A peer's FIN (ESTABLISHED -> CLOSE_WAIT) wakes the worker through
-        // sk_state_change, with no sk_data_ready: it is that connection's wakeup.
+        // Woken through sk_state_change, with no sk_data_ready: that connection's wakeup.
         note_ready(HERD_CAUSE_CONNECTION, sk_id((const void *)skaddr), *known, 0);
         if (s->newstate == ST_CLOSE)
             conn_socks.delete(&skaddr);
         return;
     }
-    if (s->newstate != ST_LISTEN &&
-        (s->oldstate != ST_SYN_RECV || s->newstate != ST_ESTABLISHED))
+    if (s->newstate != ST_LISTEN && s->newstate != ST_ESTABLISHED)
         return;
 #ifdef RAW_NET
-    if (s->raw)
+    if (s->raw) {
+        bpf_probe_read_kernel(&s->protocol, sizeof(s->protocol), s->raw + SK_PROTOCOL_OFF);
         bpf_probe_read_kernel(&s->sport, sizeof(s->sport), s->raw + SK_NUM_OFF);
+    }
 #endif
+    if (s->protocol != PROTO_TCP)
+        return;
     u16 port = s->sport;
     if (s->newstate == ST_LISTEN) {
         // listen() by a traced thread runs in its context: learn its port.
@@ -731,10 +763,6 @@ static __always_inline void on_state(struct sock_change *s) {
 RAW_TRACEPOINT_PROBE(inet_sock_set_state) {
     ONLY_ATTACHED();
     const u8 *sk = (const u8 *)ctx->args[0];
-    u16 protocol = 0;
-    bpf_probe_read_kernel(&protocol, sizeof(protocol), sk + SK_PROTOCOL_OFF);
-    if (protocol != PROTO_TCP)
-        return 0;
     struct sock_change s = {};
     s.raw = sk;
     s.sk = (u64)sk;
@@ -746,12 +774,11 @@ RAW_TRACEPOINT_PROBE(inet_sock_set_state) {
 #else
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     ONLY_ATTACHED();
-    if (args->protocol != PROTO_TCP)
-        return TP_RETURN;
     struct sock_change s = {};
     s.sk = (u64)args->skaddr;
     s.oldstate = args->oldstate;
     s.newstate = args->newstate;
+    s.protocol = args->protocol;
     s.sport = args->sport;
     s.dport = args->dport;
     s.family = args->family;
