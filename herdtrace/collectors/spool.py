@@ -4,7 +4,7 @@ The recording process only appends fixed-size records to `OUTPUT.spool` (a
 memcpy into the page cache): it must keep draining the kernel's ring however
 busy the machine is. A second process, at nice 19, follows the spool and writes
 Parquet row groups, but only while the machine has a CPU to spare (or the spool
-has grown past SPOOL_BACKLOG, or recording has ended): nice 19 does not make
+has grown past its backlog limit, or recording has ended): nice 19 does not make
 encoding free, it takes the same cores the traced server needs, so under a
 saturating load encoding waits, as perf defers decoding to report time. Being a
 separate process, a descheduled writer can never hold up the drain (a thread
@@ -45,10 +45,22 @@ FLUSH_S = 1.0
 IDLE_SLEEP_S = 0.05
 WRITER_READY = "ready"
 # Encode while at least this much of the machine's CPU time was idle over the last
-# IDLE_PERIOD_S; past SPOOL_BACKLOG bytes not yet encoded, encode regardless.
+# IDLE_PERIOD_S; past the backlog limit (bytes not yet encoded), encode regardless.
 IDLE_FRACTION = 0.4
 IDLE_PERIOD_S = 0.5
-SPOOL_BACKLOG = 1 << 30
+BACKLOG_MIN = 1 << 30
+BACKLOG_MAX = 64 << 30
+
+
+def backlog_limit(directory: Path) -> int:
+    """How much spool may wait for an idle CPU: a quarter of the space free beside
+    the recording, within BACKLOG_MIN..BACKLOG_MAX (at 50k records/s, 1 GiB is
+    under three minutes of a saturated server, 64 GiB three hours)."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return BACKLOG_MIN
+    return max(BACKLOG_MIN, min(BACKLOG_MAX, st.f_bavail * st.f_frsize // 4))
 
 
 class IdleMeter:
@@ -161,13 +173,14 @@ def follow(output: Path, parent: int) -> None:
     last_write = time.monotonic()
     orphaned = False
     meter = IdleMeter()
+    limit = backlog_limit(output.parent)
     print(WRITER_READY, flush=True)
     with spool.open("rb") as f:
         while True:
             finished = done.exists()  # checked before reading: no record can follow it
             orphaned = not finished and os.getppid() != parent
             backlog = spool.stat().st_size - f.tell()
-            if not (finished or orphaned or backlog > SPOOL_BACKLOG or meter.spare()):
+            if not (finished or orphaned or backlog > limit or meter.spare()):
                 time.sleep(IDLE_SLEEP_S)
                 continue
             rows = min(backlog // EVENT_SIZE, ROW_GROUP - buffered)
