@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import analysis_speed, servers, tracers
+from benchmarks import analysis_speed, probe_time, servers, tracers
 from herdtrace.analysis import load
 from herdtrace.bench.tools import run_wrk
 from herdtrace.workloads.loadgen import LoadOptions, run_load
@@ -149,6 +149,27 @@ def checkout(rev: str) -> Path:
     archive = subprocess.run(["git", "archive", rev, "herdtrace"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
     return tree
+
+
+# ---- 1b. kernel time per probe -------------------------------------------------
+def probe_kernel_time(seconds: float) -> dict[str, Any]:
+    target = servers.NAMES[2] if shutil.which("nginx") else servers.NAMES[1]
+    kinds: list[type[tracers.Tracer]] = [*(tracers.ablated(level) for level in tracers.ABLATIONS),
+                                         tracers.Herdtrace]
+    if shutil.which("bpftrace"):
+        kinds.append(tracers.Bpftrace)
+    return {"target": target, "tracers": probe_time.run(kinds, target, seconds, throughput)}
+
+
+def report_probe_time(figures: dict[str, Any]) -> None:
+    say(f"\n1b. Kernel time of each tracer's BPF programs (kernel.bpf_stats_enabled=1, one run "
+        f"each, {figures['target']}): cores, and the costliest programs "
+        "(runs/s, ns per run, cores)")
+    for name, m in figures["tracers"].items():
+        say(f"    {name:18s} {m['cores']:.4f} cores at {m['rps']:.0f} req/s")
+        for probe, row in list(m["per_probe"].items())[:6]:
+            say(f"      {probe[:36]:36s} {row['runs_per_s']:9.0f}/s {row['ns_per_run']:6.0f} ns "
+                f"{row['cores']:.4f}")
 
 
 # ---- 2. drain ------------------------------------------------------------------
@@ -282,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="load per observer run")
     parser.add_argument("--sizes", default="1000000,10000000,100000000")
     parser.add_argument("--skip", default="",
-                        help="comma list of: observer,drain,analysis,size,loadgen")
+                        help="comma list of: observer,probes,drain,analysis,size,loadgen")
     parser.add_argument("--servers", help="comma list of server names for the observer runs "
                         "(default: all): " + ", ".join(servers.NAMES))
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -304,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         figures["observer"] = observer_effect(args.repeats, args.seconds, baselines, only, served)
         verdicts += report_observer(figures["observer"],
                                     baselines[0].name if baselines else None)
+    if "probes" not in skip and shutil.which("bpftool"):
+        figures["probe_time"] = probe_kernel_time(args.seconds)
+        report_probe_time(figures["probe_time"])
     if "drain" not in skip:
         say("\n2. drain")
         figures["drain"] = drain(3.0)

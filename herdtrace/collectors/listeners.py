@@ -1,11 +1,13 @@
-"""TCP listeners on this host, from /proc: who holds each, and how they wait on it.
+"""TCP listeners on this host, from sock_diag and /proc: who holds each, and how
+they wait on it.
 
 A listener is one address:port. Several listening sockets on one of them mean
 SO_REUSEPORT; a listening socket registered in an epoll instance shows its
 event flags in /proc/PID/fdinfo/EPFD (`tfd: .. events: .. ino: ..`), so
 EPOLLEXCLUSIVE is visible without tracing epoll_ctl, for a server started long
 before herdtrace. Each network namespace has its own tables: they are read
-once per namespace, through a process in it.
+once per namespace, through a process in it (sock_diag from a thread that joins
+it, or its /proc/PID/net where that fails).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from herdtrace.collectors import sockdiag
 
 PROC = Path("/proc")
 TCP_LISTEN = "0A"
@@ -73,14 +77,22 @@ def _address(hex_addr: str) -> str:
     return str(addr)
 
 
-def listening_sockets(net_dir: Path) -> dict[int, tuple[str, int]]:
-    """Listening socket inode -> (address, port), IPv4 and IPv6, of one namespace.
+def listening_sockets(pid: int | None = None) -> dict[int, tuple[str, int]]:
+    """Listening socket inode -> (address, port), IPv4 and IPv6, of the network
+    namespace of `pid` (default: this process's). From sock_diag, which walks only
+    the listening sockets (see sockdiag.py); from /proc where it cannot be used."""
+    try:
+        if pid is None or _netns(pid) == _netns(os.getpid()):
+            return sockdiag.listening()
+        return sockdiag.in_netns_of(pid, sockdiag.listening)
+    except OSError:
+        return _listening_from_proc(PROC / (str(pid) if pid is not None else "self") / "net")
 
-    The kernel lists listening sockets before the established hash, so reading
-    stops at the first other state: a busy server's /proc/net/tcp holds every
-    TIME_WAIT socket too (hundreds of thousands under a connection per request),
-    and generating those lines costs the kernel, and the traced server, dearly.
-    """
+
+def _listening_from_proc(net_dir: Path) -> dict[int, tuple[str, int]]:
+    """The same from /proc/net/tcp{,6}. The kernel lists listening sockets before
+    the others, so reading stops at the first other state; but a tcp6 table with
+    few IPv6 sockets costs a walk over every IPv4 socket even so."""
     out: dict[int, tuple[str, int]] = {}
     for table in ("tcp", "tcp6"):
         try:
@@ -161,7 +173,7 @@ def scan(pids: Iterable[int] | None = None, ports: Iterable[int] = ()) -> list[L
             continue
         ns = _netns(pid)
         if ns not in tables:
-            tables[ns] = listening_sockets(PROC / str(pid) / "net")
+            tables[ns] = listening_sockets(pid)
         table = tables[ns]
         mine = {fd: ino for fd, ino in proc.sockets.items()
                 if ino in table and (not wanted_ports or table[ino][1] in wanted_ports)}

@@ -72,7 +72,7 @@ class Interval:
 
 
 def _listening_inodes() -> frozenset[int]:
-    return frozenset(listeners.listening_sockets(Path("/proc/net")))
+    return frozenset(listeners.listening_sockets())
 
 
 class Watcher(Recorder):

@@ -1,14 +1,17 @@
-"""Listeners found in /proc, with the mode they are waited in, on real lab servers."""
+"""Listeners found from sock_diag and /proc, with the mode they are waited in, on real lab servers."""
 
 from __future__ import annotations
 
 import os
 import select
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from herdtrace.collectors import listeners, targets
+from herdtrace.collectors import listeners, sockdiag, targets
 from herdtrace.workloads.lab import LabServer
 from herdtrace.workloads.server import ServerOptions
 
@@ -44,3 +47,38 @@ def test_ipv6_listener_in_an_exclusive_epoll() -> None:
 
 def test_nothing_for_a_process_without_listeners() -> None:
     assert listeners.scan(pids=[1 << 22]) == []
+
+
+def test_sock_diag_agrees_with_proc() -> None:
+    """The same listeners, IPv4, IPv4-mapped and IPv6, from both sources."""
+    with socket.socket(socket.AF_INET) as v4, socket.socket(socket.AF_INET6) as v6:
+        v4.bind(("127.0.0.1", 0))
+        v6.bind(("::1", 0))
+        v4.listen()
+        v6.listen()
+        from_diag = sockdiag.listening()
+        from_proc = listeners._listening_from_proc(Path("/proc/self/net"))
+        assert from_diag == from_proc
+        assert from_diag[os.fstat(v4.fileno()).st_ino] == ("127.0.0.1", v4.getsockname()[1])
+        assert from_diag[os.fstat(v6.fileno()).st_ino] == ("::1", v6.getsockname()[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace of its own needs root")
+def test_listener_in_another_network_namespace() -> None:
+    """A server in a namespace of its own: found through a thread that joins it."""
+    server = subprocess.Popen(
+        ["unshare", "--net", sys.executable, "-c",
+         "import socket, sys, time\n"
+         "s = socket.socket(); s.bind(('127.0.0.1', 8123)); s.listen()\n"
+         "print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        pid = server.pid  # unshare execs the command in place
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        (found,) = listeners.scan(pids=[pid])
+        assert (found.addr, found.port, found.pids) == ("127.0.0.1", 8123, (pid,))
+        assert found.port not in {port for _, port in sockdiag.listening().values()}
+    finally:
+        server.kill()
+        server.wait()
