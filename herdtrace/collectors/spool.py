@@ -10,9 +10,10 @@ saturating load encoding waits, as perf defers decoding to report time. Being a
 separate process, a descheduled writer can never hold up the drain (a thread
 could, holding the GIL), and a recorder that dies still leaves a complete file.
 
-The writer is started before the probes are compiled and says when it is ready
-(imports done, file open): its start-up is over before recording begins, so it
-costs the traced server nothing then.
+The writer is started while the probes compile, pays its start-up then (imports,
+file open, pyarrow's one-time set-up: ~0.5 s of CPU, at normal priority so that a
+busy machine does not hold it up), drops to nice 19 and says it is ready: under
+load it costs the traced server nothing until it has measured a spare CPU.
 
 At the end the recording process writes `OUTPUT.spool.done` (the metadata); the
 writer finishes the spool, writes the footer, removes both files and exits.
@@ -174,6 +175,10 @@ def follow(output: Path, parent: int) -> None:
     orphaned = False
     meter = IdleMeter()
     limit = backlog_limit(output.parent)
+    # Start-up at normal priority (at nice 19 on a saturated machine it took longer
+    # than the probes' compile, and held up the start), then out of the way.
+    with contextlib.suppress(OSError):
+        os.nice(19)
     print(WRITER_READY, flush=True)
     with spool.open("rb") as f:
         while True:
@@ -208,8 +213,6 @@ def orphan_metadata() -> dict[str, Any]:
 def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):  # the recorder decides when to stop
         signal.signal(sig, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(19)
     follow(Path(sys.argv[1]), int(sys.argv[2]))
 
 
