@@ -12,7 +12,6 @@ it, or its /proc/PID/net where that fails).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Iterable
@@ -70,11 +69,7 @@ def _read(path: Path) -> str:
 def _address(hex_addr: str) -> str:
     """/proc/net/tcp's address: 32-bit words in host (little-endian) order."""
     raw = bytes.fromhex(hex_addr)
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-    addr = ipaddress.ip_address(words)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        return str(addr.ipv4_mapped)
-    return str(addr)
+    return sockdiag.address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
 
 
 def listening_sockets(pid: int | None = None) -> dict[int, tuple[str, int]]:

@@ -60,13 +60,14 @@ def _dump(family: int) -> dict[int, tuple[str, int]]:
                     data, offset + _NLMSGHDR.size)
                 if state == TCP_LISTEN:
                     raw = src[:4] if fam == socket.AF_INET else src
-                    out[inode] = (_address(raw), int.from_bytes(sport, "big"))
+                    out[inode] = (address(raw), int.from_bytes(sport, "big"))
                 offset += (length + 3) & ~3
             if not data:
                 return out
 
 
-def _address(raw: bytes) -> str:
+def address(raw: bytes) -> str:
+    """Network-order address bytes -> text; IPv4-mapped IPv6 as IPv4."""
     addr = ipaddress.ip_address(raw)
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
         return str(addr.ipv4_mapped)
