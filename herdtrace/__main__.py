@@ -1,3 +1,23 @@
-from herdtrace.cli import main
+"""`python -m herdtrace` and the `herdtrace` command."""
 
-main()
+import signal
+import sys
+from types import FrameType
+
+
+def _quit(signum: int, frame: FrameType | None) -> None:
+    sys.exit(128 + signum)
+
+
+def run() -> None:
+    # Ctrl-C while the command's modules load (typer, numpy, pandas: a few tenths
+    # of a second) ends quietly, as it does once a command runs.
+    signal.signal(signal.SIGINT, _quit)
+    from herdtrace.cli import main
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    main()
+
+
+if __name__ == "__main__":
+    run()

@@ -4,8 +4,10 @@ tests/integration/test_doctor.py.)"""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,14 @@ def test_help_and_version() -> None:
     record_help = run(["record", "-h"]).stdout
     assert "-- COMMAND [ARGS]" in record_help
     assert "<list" not in record_help and "<bool>" not in record_help
+
+
+@pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.15, 0.4])
+def test_ctrl_c_at_any_moment_of_start_up_is_quiet(delay_s: float) -> None:
+    """Ctrl-C while the command's modules still load, or once it runs: no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "herdtrace", "lab", "serve", "-n", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err
