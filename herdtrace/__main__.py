@@ -11,11 +11,14 @@ def _quit(signum: int, frame: FrameType | None) -> None:
 
 def run() -> None:
     # Ctrl-C while the command's modules load (typer, numpy, pandas: a few tenths
-    # of a second) ends quietly, as it does once a command runs.
-    signal.signal(signal.SIGINT, _quit)
+    # of a second) ends quietly, as it does once a command runs. Started with
+    # SIGINT ignored (in the background), it stays ignored.
+    before = signal.getsignal(signal.SIGINT)
+    if before is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _quit)
     from herdtrace.cli import main
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
     main()
 
 

@@ -93,8 +93,11 @@ def test_help_and_version() -> None:
 @pytest.mark.parametrize("delay_s", [0.0, 0.05, 0.15, 0.4])
 def test_ctrl_c_at_any_moment_of_start_up_is_quiet(delay_s: float) -> None:
     """Ctrl-C while the command's modules still load, or once it runs: no traceback."""
+    # SIGINT as a terminal gives it, whatever this test runner inherited (a job
+    # started in the background has it ignored).
     proc = subprocess.Popen([sys.executable, "-m", "herdtrace", "lab", "serve", "-n", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay_s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
