@@ -12,7 +12,7 @@ import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,11 @@ def bpf_stats() -> Iterator[None]:
         STATS_SYSCTL.write_text(before)
 
 
+Throughput = Callable[[int, float], float]  # (port, seconds) -> req/s
+
+
 def measure(kind: type[tracers.Tracer], target: str, seconds: float,
-            throughput: Any) -> dict[str, Any]:
+            throughput: Throughput) -> dict[str, Any]:
     """One run of `kind` on `target` under saturating load: BPF cores per program name."""
     work = tracers.workdir()
     tracer = kind()
@@ -65,6 +68,6 @@ def measure(kind: type[tracers.Tracer], target: str, seconds: float,
 
 
 def run(kinds: list[type[tracers.Tracer]], target: str, seconds: float,
-        throughput: Any) -> dict[str, dict[str, Any]]:
+        throughput: Throughput) -> dict[str, dict[str, Any]]:
     with bpf_stats():
         return {kind().name: measure(kind, target, seconds, throughput) for kind in kinds}

@@ -15,6 +15,7 @@ from herdtrace.schema import (
     METADATA_KEY,
     STORED_FIELDS,
     Field,
+    Kind,
     arrow_schema,
     column_docs,
     value_names,
@@ -83,7 +84,7 @@ def warm_up() -> None:
     """Write a few rows to memory: pyarrow's first row group costs ~0.2 s of CPU in
     one-time set-up, which a writer should pay before recording starts."""
     rows = np.zeros(2, dtype=EVENT_DTYPE)
-    rows["kind"] = 1
+    rows["kind"] = Kind.THREAD  # a kind with a name: the text column's path too
     rows["comm"] = b"warm-up"
     writer = _parquet_writer(pa.BufferOutputStream())
     writer.write_batch(events_to_batch(rows))

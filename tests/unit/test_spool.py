@@ -9,14 +9,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from benchmarks.tracers import cpu_seconds
 from herdtrace.collectors import spool
 from herdtrace.metadata import RecordingMeta
 from herdtrace.schema import EVENT_DTYPE, Kind
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_writer_has_paid_its_start_up_when_ready(tmp_path: Path) -> None:
