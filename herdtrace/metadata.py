@@ -53,6 +53,7 @@ class RecordingMeta:
     threads_untraced: int = 0
     wakings_merged: int = 0
     wakings_uninterruptible: int = 0
+    wakings_unseen: int = 0
     cause_window_ns: int | None = None
     conn_window_ns: int | None = None
     # dtrace only

@@ -80,6 +80,7 @@ class Flag(enum.IntFlag):
     IPV6 = 8  # the socket was AF_INET6 (raddr may still be IPv4-mapped)
     CONN_STATE_LISTENER = 16  # the fallback rule (CauseBasis.CONN_STATE) calls it a listener wakeup
     EPOLL_REWAKE = 32  # woken by a worker leaving an epoll_wait that the listener woke (shared epoll)
+    WAKING_UNSEEN = 64  # the kernel did not run the waking probe: found at switch-in (no waker, cause)
 
 
 class Slept(enum.IntEnum):
@@ -98,6 +99,7 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("threads_untraced", "a new thread could not be traced: the thread table is full"),
     ("wakings_merged", "a waking of a thread whose wakeup had not returned yet: the same wakeup"),
     ("wakings_uninterruptible", "a waking that ended an uninterruptible sleep (a lock): not a wakeup"),
+    ("wakings_unseen", "a thread back from a wait's sleep with no waking seen: recorded from its switch-in"),
 )
 
 EAGAIN = 11  # Linux numbering; accept results are stored Linux-style on every platform
@@ -156,7 +158,8 @@ class Field:
 
 # Ordered widest first so that the C struct has no padding.
 FIELDS: tuple[Field, ...] = (
-    Field("ts", "u64", "event time, ns of CLOCK_MONOTONIC (wakeup: sched_waking)"),
+    Field("ts", "u64", "event time, ns of CLOCK_MONOTONIC (wakeup: sched_waking; "
+          "flag waking_unseen: the switch-in or return that found it)"),
     Field("enter_ts", "u64", "wakeup/accept: entry of the wait syscall", zero_is_null=True),
     Field("oncpu_ts", "u64", "wakeup: first switch onto a CPU after waking (null: not seen)",
           zero_is_null=True),

@@ -237,6 +237,7 @@ def wakeups_frame(df: pd.DataFrame) -> pd.DataFrame:
     df["waker_idle"] = (flags & int(Flag.WAKER_IDLE)) > 0
     df["conn_state_listener"] = (flags & int(Flag.CONN_STATE_LISTENER)) > 0
     df["epoll_rewake"] = (flags & int(Flag.EPOLL_REWAKE)) > 0
+    df["waking_unseen"] = (flags & int(Flag.WAKING_UNSEEN)) > 0
     cause, basis = _refine_cause(df, outcome)
     df["cause"] = _codes(pd.Series(cause), CAUSES)
     df["cause_basis"] = _codes(pd.Series(basis), CAUSE_BASES)

@@ -104,6 +104,10 @@ def print_summary(summary: RecordSummary) -> None:
         typer.echo(f"herdtrace: warning: {summary.probe_misses} probe misses (the kernel skipped "
                    "herdtrace's programs while another BPF program ran on the same CPU: "
                    "another tracer or a perf session)", err=True)
+    if summary.wakings_unseen:
+        typer.echo(f"herdtrace: note: {summary.wakings_unseen} wakeups were found at their "
+                   "switch-in, the kernel having run no probe for their waking: their waker, "
+                   "cause and wake latency are unknown (column waking_unseen)", err=True)
 
 
 def import_dtrace_command(

@@ -135,9 +135,10 @@ class Recorder:
             flags[flags.Key(info.tid)] = flags.Leaf(1)
 
     def _trace_ports(self, ports: set[int]) -> None:
-        table = self.bpf[b"listen_ports"]
+        table, flags = self.bpf[b"listen_ports"], self.bpf[b"port_traced"]
         for port in ports - self.listen_ports:
             table[table.Key(port)] = table.Leaf(1)
+            flags[flags.Key(port)] = flags.Leaf(1)
         self.listen_ports |= ports
 
     def _attach_pids(self, start_ns: int) -> None:
@@ -353,8 +354,9 @@ class Recorder:
         if self.command is not None and reason != "target exited":
             self.command.terminate()
             self.command.wait()
-        return self.sink.summary(self.opts, (end_ns - start_ns) / 1e9, lost,
-                                 meta.probe_misses, reason)
+        summary = self.sink.summary(self.opts, (end_ns - start_ns) / 1e9, lost,
+                                    meta.probe_misses, reason)
+        return replace(summary, wakings_unseen=meta.wakings_unseen)
 
     def _probe_misses(self) -> dict[str, int | None]:
         """Events each program was skipped for while recording (recursion_misses)."""
@@ -389,6 +391,7 @@ class Recorder:
             threads_untraced=sum(counters["threads_untraced"]),
             wakings_merged=sum(counters["wakings_merged"]),
             wakings_uninterruptible=sum(counters["wakings_uninterruptible"]),
+            wakings_unseen=sum(counters["wakings_unseen"]),
             probe_misses_per_probe=misses,
             probe_misses=total_misses(misses),
             cause_window_ns=opts.probe.cause_window_ns,

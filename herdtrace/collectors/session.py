@@ -69,6 +69,7 @@ class RecordSummary:
     probe_misses: int | None
     rows: int
     stop_reason: str
+    wakings_unseen: int = 0
 
     def line(self) -> str:
         return (

@@ -1,9 +1,10 @@
 // herdtrace kernel side: one record per wakeup of a traced thread, with its outcome
 // and its cause.
 //
-// Classic tracepoints only: no kprobes or fentry are assumed. Reads only tracepoint
-// arguments, helper results and user memory, never kernel
-// structs, so headers of a different kernel version are safe.
+// Tracepoints only, no kprobes or fentry. Kernel structs are read only by raw
+// tracepoints, at offsets from the running kernel's BTF (-D *_OFF), never through
+// headers, so headers of a different kernel version are safe; the classic
+// tracepoints, which read their arguments alone, are the fallback.
 //
 // Who writes what: the waker's CPU (sched_waking) only fills the thread's `waking`
 // and then arms it; everything else about a wakeup, opening it from the armed
@@ -137,12 +138,13 @@ struct net_cause {
     u64 conn_waker;     // pid_tgid of the task that ran it
     u64 chain_ts;       // conn_ts until the next packet is received on this CPU, then 0
     u64 ready_ts;       // last sock:sk_data_ready
+    u64 ready_raw;      // its kernel address (compared, never stored)
     u64 ready_sk;       // keyed hash of that socket
     u64 ready_conn;
     u64 ready_waker;
     u16 conn_port;
     u16 ready_port;
-    u8 ready_cause;
+    u8 ready_cause;     // NONE: not decided yet (see ready_cause_of)
     u8 conn_used;       // the connection has already been tied to its listener
 };
 
@@ -150,7 +152,11 @@ BPF_HASH(traced, u32, struct traced_thread, MAX_THREADS);
 // The same set as a flat array indexed by tid: most events are of untraced threads,
 // and an array lookup (inlined by the verifier) rejects them far cheaper than a hash.
 BPF_ARRAY(is_traced, u8, PID_MAX);
+// Listening ports of the traced processes. The hash lists those the kernel learnt
+// (user space reads it back); the array is the same set as a flag per port, for the
+// per-socket filter: an array lookup is inlined, a hash lookup is a call.
 BPF_HASH(listen_ports, u16, u8, 1024);
+BPF_ARRAY(port_traced, u8, 65536);
 // Sockets accepted on a traced listener (kernel address -> conn_id), until closed.
 BPF_TABLE("lru_hash", u64, u64, conn_socks, MAX_CONNS);
 BPF_ARRAY(conn_seq, u64, 1);
@@ -260,6 +266,20 @@ static __always_inline void close_wakeup(struct traced_thread *t, u8 unreturned_
     t->pending = 0;
 }
 
+// Own context: a new wakeup of the thread, from `ts`, after closing the one before.
+static __always_inline struct herd_event *open_wakeup(struct traced_thread *t, u32 tid, u64 ts) {
+    if (t->pending)
+        close_wakeup(t, HERD_OUTCOME_OTHER);
+    struct herd_event *w = &t->wakeup;
+    __builtin_memset(w, 0, sizeof(*w));
+    w->kind = HERD_KIND_WAKEUP;
+    w->ts = ts;
+    from_wait(w, t, tid);
+    t->pending = 1;
+    t->returned = 0;
+    return w;
+}
+
 // A waking that came before the thread could sleep (the classic tracepoint does not
 // say in which state it was about to sleep): inside accept after a wakeup that has
 // returned, and not caused by a listener, it is the socket lock's release (accept4
@@ -286,13 +306,7 @@ static __always_inline void take_waking(struct traced_thread *t, u32 tid, u64 on
     } else if (t->pending && !t->returned) {
         count(HERD_CNT_WAKINGS_MERGED);
     } else {
-        if (t->pending)
-            close_wakeup(t, HERD_OUTCOME_OTHER);
-        struct herd_event *w = &t->wakeup;
-        __builtin_memset(w, 0, sizeof(*w));
-        w->kind = HERD_KIND_WAKEUP;
-        w->ts = k->ts;
-        from_wait(w, t, tid);
+        struct herd_event *w = open_wakeup(t, tid, k->ts);
         w->oncpu_ts = oncpu;
         w->sk = k->sk;
         w->conn_id = k->conn_id;
@@ -304,11 +318,27 @@ static __always_inline void take_waking(struct traced_thread *t, u32 tid, u64 on
         w->flags = k->flags;
         w->cause = k->cause;
         w->cause_basis = k->basis;
-        t->pending = 1;
-        t->returned = 0;
     }
     compiler_barrier();
     k->armed = 0;
+}
+
+// Own context, with no waking armed: a thread back from an interruptible sleep inside
+// a wait was woken all the same, and the kernel did not run the waking's programs.
+// Seen under CPU contention: a timer's waking from an interrupt, which bpftrace missed
+// too while ftrace recorded it, with no recursion miss counted. The wakeup is kept,
+// from `now`; what only the waking could tell (waker, cause, wake latency) is unknown.
+static __always_inline void infer_waking(struct traced_thread *t, u32 tid, u64 now) {
+    if (t->waking.armed || t->slept != HERD_SLEPT_INTR || !t->wait_call)
+        return;
+    count(HERD_CNT_WAKINGS_UNSEEN);
+    struct herd_event *w = open_wakeup(t, tid, now);
+    u16 cpu = bpf_get_smp_processor_id();
+    w->cpu = cpu;
+    w->target_cpu = cpu;
+    w->flags = HERD_FLAG_WAKING_UNSEEN;
+    w->cause = HERD_CAUSE_UNKNOWN;
+    t->slept = HERD_SLEPT_NONE;
 }
 
 static __always_inline void wait_enter(u8 call, s32 fd, u64 buf) {
@@ -361,6 +391,7 @@ static __always_inline void wait_exit(long ret) {
     announce(t, tid, id >> 32);
     take_waking(t, tid, t->waking.ts);  // woken before it ever slept
     u64 now = bpf_ktime_get_ns();
+    infer_waking(t, tid, now);  // neither its waking nor its switch-in seen
     u8 call = t->wait_call;
     if (call == HERD_CALL_ACCEPT || call == HERD_CALL_ACCEPT4) {
         emit_accept(t, tid, (s32)ret, now);
@@ -403,6 +434,23 @@ WAIT_SYSCALL(ppoll, HERD_CALL_PPOLL, args->nfds, 0)
 WAIT_SYSCALL(select, HERD_CALL_SELECT, args->n, 0)
 WAIT_SYSCALL(pselect6, HERD_CALL_PSELECT6, args->n, 0)
 
+#ifdef HAVE_SK_DATA_READY
+// sk_data_ready fires for every readable socket on the machine, most of which wake
+// no traced thread: which connection it was is looked up only once a traced thread
+// is woken by it, and kept for the other wakings it causes.
+static __always_inline u8 ready_cause_of(struct net_cause *c) {
+    if (c->ready_cause != HERD_CAUSE_NONE)
+        return c->ready_cause;
+    u64 skaddr = c->ready_raw;
+    u64 *conn = conn_socks.lookup(&skaddr);
+    c->ready_cause = conn ? HERD_CAUSE_CONNECTION : HERD_CAUSE_SOCKET;
+    c->ready_sk = sk_id((const void *)skaddr);
+    c->ready_conn = conn ? *conn : 0;
+    c->ready_port = 0;
+    return c->ready_cause;
+}
+#endif
+
 // The cause of a waking, from what the network stack did just before on this CPU,
 // in the waker's own context (same task, within the window).
 // A worker returning from epoll_wait with a level-triggered listener still ready
@@ -444,7 +492,7 @@ static __always_inline void classify(struct waking *k, u64 now, u64 id) {
     k->basis = HERD_BASIS_SK_DATA_READY;
     if (c->ready_ts && now - c->ready_ts < CAUSE_WINDOW_NS && c->ready_waker == id) {
         k->flags |= HERD_FLAG_NET_CAUSE;
-        k->cause = c->ready_cause;
+        k->cause = ready_cause_of(c);
         k->sk = c->ready_sk;
         k->conn_id = c->ready_conn;
         k->lport = c->ready_port;
@@ -530,6 +578,8 @@ static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
     if (t && !frozen()) {
         if (t->waking.armed)
             take_waking(t, next, bpf_ktime_get_ns());
+        else if (t->slept == HERD_SLEPT_INTR)
+            infer_waking(t, next, bpf_ktime_get_ns());
         t->slept = HERD_SLEPT_NONE;
     }
 }
@@ -677,11 +727,40 @@ static __always_inline int may_matter(int oldstate, int newstate) {
     }
 }
 
+static __always_inline void learn_port(u16 port) {
+    u8 one = 1;
+    u32 key = port;
+    listen_ports.update(&port, &one);
+    port_traced.update(&key, &one);
+}
+
+static __always_inline int port_is_traced(u16 port) {
+    u32 key = port;
+    u8 *on = port_traced.lookup(&key);
+    return on && *on;
+}
+
 static __always_inline void on_state(struct sock_change *s) {
-    if (!may_matter(s->oldstate, s->newstate) || frozen())
+    if (!may_matter(s->oldstate, s->newstate))
+        return;
+#ifdef RAW_NET
+    if (s->raw) {
+        u16 sport_be = 0;
+        bpf_probe_read_kernel(&sport_be, sizeof(sport_be), s->raw + SK_SPORT_OFF);
+        s->sport = (sport_be >> 8) | ((sport_be & 0xff) << 8);
+    }
+#endif
+    u16 port = s->sport;
+    // An accepted socket has its listener's local port; a client's, and every
+    // socket of other servers, are rejected here without a hash lookup.
+    if (s->newstate != ST_LISTEN && !port_is_traced(port))
+        return;
+    if (frozen())
         return;
     u64 skaddr = s->sk;
-    u64 *known = conn_socks.lookup(&skaddr);
+    // A child being established is new, whatever socket its memory held before.
+    int fresh = s->newstate == ST_LISTEN || s->newstate == ST_ESTABLISHED;
+    u64 *known = fresh ? 0 : conn_socks.lookup(&skaddr);
     ONLY_FILTERED();
     if (known) {
         // Woken through sk_state_change, with no sk_data_ready: that connection's wakeup.
@@ -693,25 +772,17 @@ static __always_inline void on_state(struct sock_change *s) {
     if (s->newstate != ST_LISTEN && s->newstate != ST_ESTABLISHED)
         return;
 #ifdef RAW_NET
-    if (s->raw) {
+    if (s->raw)
         bpf_probe_read_kernel(&s->protocol, sizeof(s->protocol), s->raw + SK_PROTOCOL_OFF);
-        bpf_probe_read_kernel(&s->sport, sizeof(s->sport), s->raw + SK_NUM_OFF);
-    }
 #endif
     if (s->protocol != PROTO_TCP)
         return;
-    u16 port = s->sport;
     if (s->newstate == ST_LISTEN) {
         // listen() by a traced thread runs in its context: learn its port.
-        u32 tid = (u32)bpf_get_current_pid_tgid();
-        if (find(tid)) {
-            u8 one = 1;
-            listen_ports.update(&port, &one);
-        }
+        if (find((u32)bpf_get_current_pid_tgid()))
+            learn_port(port);
         return;
     }
-    if (!listen_ports.lookup(&port))
-        return;
     int zero = 0;
     u64 *seq = conn_seq.lookup(&zero);
     if (!seq)
@@ -815,29 +886,45 @@ TRACEPOINT_PROBE(net, netif_receive_skb) {
 #endif
 
 #ifdef HAVE_SK_DATA_READY
+// Whether a readable socket can be the established child's listener.
+static __always_inline int is_listening(const void *sk) {
+#ifdef RAW_NET
+    u8 state = 0;
+    bpf_probe_read_kernel(&state, sizeof(state), (const u8 *)sk + SK_STATE_OFF);
+    return state == ST_LISTEN;
+#else
+    u64 skaddr = (u64)sk;
+    return !conn_socks.lookup(&skaddr);  // not one of its accepted sockets
+#endif
+}
+
 // A socket became readable (the waker's context), just before the wakeups it causes.
+// Runs for every readable socket on the machine: no map is looked up here
+// (ready_cause_of does that for the few that wake a traced thread), and the listener
+// rule below reads the socket only just after a traced listener's child was established.
 static __always_inline void on_data_ready(const void *sk) {
-    if (frozen())
-        return;
     int zero = 0;
     struct net_cause *c = cause.lookup(&zero);
+    ONLY_FILTERED();
     if (!c)
         return;
     u64 now = bpf_ktime_get_ns();
+    u64 id = bpf_get_current_pid_tgid();
     u64 skaddr = (u64)sk;
-    u64 *conn = conn_socks.lookup(&skaddr);
-    ONLY_FILTERED();
-    if (conn) {
-        note_ready(HERD_CAUSE_CONNECTION, sk_id(sk), *conn, 0);
-    } else if (c->conn_ts && now - c->conn_ts < CONN_WINDOW_NS &&
-               c->conn_waker == bpf_get_current_pid_tgid() && !c->conn_used &&
-               skaddr != c->conn_sk) {
+    c->ready_ts = now;
+    c->ready_waker = id;
+    c->ready_raw = skaddr;
+    if (c->conn_ts && now - c->conn_ts < CONN_WINDOW_NS && c->conn_waker == id &&
+        !c->conn_used && skaddr != c->conn_sk && is_listening(sk)) {
         // Just after a child was established, by the same task on this CPU: its
         // listener (tcp_child_process wakes the parent). Use the connection once.
         c->conn_used = 1;
-        note_ready(HERD_CAUSE_LISTENER, sk_id(sk), c->conn_id, c->conn_port);
+        c->ready_cause = HERD_CAUSE_LISTENER;
+        c->ready_sk = sk_id(sk);
+        c->ready_conn = c->conn_id;
+        c->ready_port = c->conn_port;
     } else {
-        note_ready(HERD_CAUSE_SOCKET, sk_id(sk), 0, 0);
+        c->ready_cause = HERD_CAUSE_NONE;  // a connection's or another socket's
     }
 }
 

@@ -32,6 +32,7 @@
 #define HERD_FLAG_IPV6 8
 #define HERD_FLAG_CONN_STATE_LISTENER 16
 #define HERD_FLAG_EPOLL_REWAKE 32
+#define HERD_FLAG_WAKING_UNSEEN 64
 #define HERD_CAUSE_NONE 0
 #define HERD_CAUSE_LISTENER 1
 #define HERD_CAUSE_CONNECTION 2
@@ -54,10 +55,11 @@
 #define HERD_CNT_THREADS_UNTRACED 1 /* a new thread could not be traced: the thread table is full */
 #define HERD_CNT_WAKINGS_MERGED 2 /* a waking of a thread whose wakeup had not returned yet: the same wakeup */
 #define HERD_CNT_WAKINGS_UNINTERRUPTIBLE 3 /* a waking that ended an uninterruptible sleep (a lock): not a wakeup */
-#define HERD_CNT_NUM 4
+#define HERD_CNT_WAKINGS_UNSEEN 4 /* a thread back from a wait's sleep with no waking seen: recorded from its switch-in */
+#define HERD_CNT_NUM 5
 
 struct herd_event {
-    u64 ts; /* event time, ns of CLOCK_MONOTONIC (wakeup: sched_waking) */
+    u64 ts; /* event time, ns of CLOCK_MONOTONIC (wakeup: sched_waking; flag waking_unseen: the switch-in or return that found it) */
     u64 enter_ts; /* wakeup/accept: entry of the wait syscall */
     u64 oncpu_ts; /* wakeup: first switch onto a CPU after waking (null: not seen) */
     u64 ret_ts; /* wakeup: return of the woken wait syscall (null: absorbed) */
@@ -78,7 +80,7 @@ struct herd_event {
     u8 kind; /* what the row is: wakeup, accept, conn, thread, thread_exit */
     u8 outcome; /* wakeup: accepted, eagain, absorbed, other or unresolved */
     u8 wait_call; /* wakeup/accept: the syscall the thread waited in */
-    u8 flags; /* bits: 1 net_cause, 2 waker_idle, 4 peer, 8 ipv6, 16 conn_state_listener, 32 epoll_rewake */
+    u8 flags; /* bits: 1 net_cause, 2 waker_idle, 4 peer, 8 ipv6, 16 conn_state_listener, 32 epoll_rewake, 64 waking_unseen */
     u8 cause; /* wakeup: listener, connection, socket, timer, other or unknown */
     u8 cause_basis; /* wakeup: how the cause was decided */
     u8 raddr[16]; /* conn/accept: peer address, 16 bytes in network order, IPv6 or IPv4-mapped (::ffff:a.b.c.d); with rport, the peer */

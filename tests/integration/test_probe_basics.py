@@ -40,7 +40,12 @@ def test_sees_the_wakeups_of_a_started_process(tmp_path: Path) -> None:
     ps = rec.wakeups[rec.wakeups["wait_call"] == "pselect6"]
     assert len(ps) == 20
     assert (ps["outcome"] == "other").all()
+    assert (ps["cause"] == "timer").all()
     assert (ps["tgid"] == rec.threads["tgid"].iloc[0]).all()
-    assert ps["wake_latency_ns"].notna().all()
+    # Under CPU contention the kernel now and then runs no probe for a timer's waking
+    # (bpftrace misses it too): the wakeup is still there, found at its switch-in,
+    # counted, and only its wake latency unknown.
+    assert ps["waking_unseen"].sum() == rec.meta.wakings_unseen
+    assert ps.loc[~ps["waking_unseen"], "wake_latency_ns"].notna().all()
     assert rec.meta.lost_events == 0
     assert rec.meta.stop_reason == "target exited"
