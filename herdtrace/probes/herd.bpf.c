@@ -126,6 +126,7 @@ struct traced_thread {
     u8 pending;         // `wakeup` is open: its outcome is not known yet
     u8 returned;        // the woken wait has returned to user space
     u8 slept;           // HERD_SLEPT_*: how it last left the CPU
+    u8 undecided;       // `wakeup` was taken as it went to sleep: see on_switch
     struct waking waking;
     struct herd_event wakeup;
 };
@@ -292,11 +293,12 @@ static __always_inline int lock_race(const struct traced_thread *t) {
 
 // Own context: turn the armed waking, if any, into the open wakeup. `oncpu` is
 // when the thread got the CPU after it (now at switch-in; the waking itself
-// when the thread was woken before it slept).
-static __always_inline void take_waking(struct traced_thread *t, u32 tid, u64 oncpu) {
+// when the thread was woken before it slept). Returns whether it opened one.
+static __always_inline int take_waking(struct traced_thread *t, u32 tid, u64 oncpu) {
     struct waking *k = &t->waking;
     if (!k->armed)
-        return;
+        return 0;
+    int opened = 0;
     int lock = k->sleep == HERD_SLEPT_UNKNOWN ? (t->slept == HERD_SLEPT_UNINTR || lock_race(t))
                                          : k->sleep == HERD_SLEPT_UNINTR;
     if (lock) {
@@ -307,6 +309,7 @@ static __always_inline void take_waking(struct traced_thread *t, u32 tid, u64 on
         count(HERD_CNT_WAKINGS_MERGED);
     } else {
         struct herd_event *w = open_wakeup(t, tid, k->ts);
+        opened = 1;
         w->oncpu_ts = oncpu;
         w->sk = k->sk;
         w->conn_id = k->conn_id;
@@ -321,6 +324,23 @@ static __always_inline void take_waking(struct traced_thread *t, u32 tid, u64 on
     }
     compiler_barrier();
     k->armed = 0;
+    return opened;
+}
+
+// Own context, back from a sleep whose switch-out left its wakeup undecided
+// (on_switch): the waking taken then either ended that sleep (nothing armed since:
+// it goes on, on a CPU from `oncpu`, 0 if not seen) or was absorbed (the thread
+// slept again and a new waking is armed).
+static __always_inline void settle(struct traced_thread *t, u64 oncpu) {
+    if (!t->undecided)
+        return;
+    t->undecided = 0;
+    if (t->waking.armed) {
+        close_wakeup(t, HERD_OUTCOME_ABSORBED);
+        return;
+    }
+    t->wakeup.oncpu_ts = oncpu;
+    t->slept = HERD_SLEPT_NONE;
 }
 
 // Own context, with no waking armed: a thread back from an interruptible sleep inside
@@ -389,6 +409,7 @@ static __always_inline void wait_exit(long ret) {
     if (!t || !t->wait_call || frozen())
         return;
     announce(t, tid, id >> 32);
+    settle(t, 0);  // its switch-in was not seen
     take_waking(t, tid, t->waking.ts);  // woken before it ever slept
     u64 now = bpf_ktime_get_ns();
     infer_waking(t, tid, now);  // neither its waking nor its switch-in seen
@@ -567,19 +588,30 @@ static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
     }
     if (t && !frozen()) {
         announce(t, prev, bpf_get_current_pid_tgid() >> 32);
-        take_waking(t, prev, t->waking.ts);  // woken while still on the CPU
+        int took = take_waking(t, prev, t->waking.ts);  // woken while still on the CPU
         t->slept = state;
         // Blocking again inside a wait ends the open wakeup: a woken wait that
-        // never returned was absorbed.
-        if (state == HERD_SLEPT_INTR && t->wait_call && t->pending)
-            close_wakeup(t, HERD_OUTCOME_ABSORBED);
+        // never returned was absorbed. Unless its waking is only being taken now: a
+        // waking can run on another CPU after this thread decided to sleep and
+        // before this probe (it then waits for the switch to finish), and so wake
+        // this very sleep. Which of the two it was is known when the thread is back.
+        if (state == HERD_SLEPT_INTR && t->wait_call && t->pending) {
+            if (took)
+                t->undecided = 1;
+            else
+                close_wakeup(t, HERD_OUTCOME_ABSORBED);
+        }
     }
     t = find(next);
     if (t && !frozen()) {
-        if (t->waking.armed)
-            take_waking(t, next, bpf_ktime_get_ns());
-        else if (t->slept == HERD_SLEPT_INTR)
-            infer_waking(t, next, bpf_ktime_get_ns());
+        if (t->undecided || t->waking.armed || t->slept == HERD_SLEPT_INTR) {
+            u64 now = bpf_ktime_get_ns();
+            settle(t, now);
+            if (t->waking.armed)
+                take_waking(t, next, now);
+            else if (t->slept == HERD_SLEPT_INTR)
+                infer_waking(t, next, now);
+        }
         t->slept = HERD_SLEPT_NONE;
     }
 }
@@ -659,6 +691,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     if (!t || frozen())
         return TP_RETURN;
     announce(t, tid, id >> 32);
+    settle(t, 0);
     take_waking(t, tid, t->waking.ts);
     if (t->pending)
         close_wakeup(t, HERD_OUTCOME_OTHER);

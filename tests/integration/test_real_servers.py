@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from herdtrace.analysis import load, metrics
@@ -65,6 +66,16 @@ def in_window(rec: Recording, counts: Counts) -> dict[str, int]:
             "wakeups": len(ww)}
 
 
+def absorbed_then_unseen(w: pd.DataFrame) -> int:
+    """Wakeups closed as absorbed right before an unseen one of the same wait: one
+    wakeup cut in two, when its waking ran as the thread went to sleep."""
+    w = w.sort_values(["tid", "ts"])
+    after = w.groupby("tid")[["waking_unseen", "enter_ts"]].shift(-1)
+    split = ((w["outcome"] == "absorbed") & after["waking_unseen"].eq(True)
+             & (after["enter_ts"] == w["enter_ts"]))
+    return int(split.sum())
+
+
 def close(a: int, b: int, tolerance: float) -> bool:
     return abs(a - b) <= tolerance * max(a, b, 1)
 
@@ -96,6 +107,7 @@ def test_herd_factor_on_real_servers(tmp_path: Path, name: str) -> None:
     independent = counts.wakings + counts.wakings_missed
     assert close(mine["wakeups"] + folded, independent, 0.02), (mine, folded, counts)
     assert summary.accepts == REQUESTS
+    assert absorbed_then_unseen(rec.wakeups) == 0
     assert summary.lost_events == 0
     assert summary.probe_misses == 0  # raw tracepoints: none even beside bpftrace
     # The headline counts the herd: listener wakeups per accepted connection.
@@ -123,6 +135,7 @@ def test_conn_state_rule_classifies_like_sk_data_ready(tmp_path: Path, name: str
     assert listener.sum() >= 0.9 * REQUESTS  # a worker still awake accepts without a wakeup
     same = (listener == w["conn_state_listener"]).mean()
     assert same >= 0.99, same
+    assert absorbed_then_unseen(w) == 0
 
 
 def test_forced_conn_state_rule_gives_the_same_herd(tmp_path: Path) -> None:
