@@ -410,9 +410,12 @@ static __always_inline void wait_exit(long ret) {
         return;
     announce(t, tid, id >> 32);
     settle(t, 0);  // its switch-in was not seen
+    int woken = t->waking.armed;
     take_waking(t, tid, t->waking.ts);  // woken before it ever slept
     u64 now = bpf_ktime_get_ns();
-    infer_waking(t, tid, now);  // neither its waking nor its switch-in seen
+    if (!woken)
+        infer_waking(t, tid, now);  // neither its waking nor its switch-in seen
+    t->slept = HERD_SLEPT_NONE;
     u8 call = t->wait_call;
     if (call == HERD_CALL_ACCEPT || call == HERD_CALL_ACCEPT4) {
         emit_accept(t, tid, (s32)ret, now);
@@ -588,19 +591,18 @@ static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
     }
     if (t && !frozen()) {
         announce(t, prev, bpf_get_current_pid_tgid() >> 32);
-        int took = take_waking(t, prev, t->waking.ts);  // woken while still on the CPU
-        t->slept = state;
+        int asleep = state == HERD_SLEPT_INTR && t->wait_call;
         // Blocking again inside a wait ends the open wakeup: a woken wait that
-        // never returned was absorbed. Unless its waking is only being taken now: a
-        // waking can run on another CPU after this thread decided to sleep and
-        // before this probe (it then waits for the switch to finish), and so wake
-        // this very sleep. Which of the two it was is known when the thread is back.
-        if (state == HERD_SLEPT_INTR && t->wait_call && t->pending) {
-            if (took)
-                t->undecided = 1;
-            else
-                close_wakeup(t, HERD_OUTCOME_ABSORBED);
-        }
+        // never returned was absorbed.
+        if (asleep && t->pending)
+            close_wakeup(t, HERD_OUTCOME_ABSORBED);
+        // A waking armed now came while the thread was still on the CPU, or ran on
+        // another CPU after it decided to sleep and before this probe (the waker then
+        // waits for the switch to finish), and so ends this very sleep. Which of the
+        // two it was is known when the thread is back (settle).
+        if (take_waking(t, prev, t->waking.ts) && asleep)
+            t->undecided = 1;
+        t->slept = state;
     }
     t = find(next);
     if (t && !frozen()) {
