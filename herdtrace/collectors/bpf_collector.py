@@ -135,10 +135,9 @@ class Recorder:
             flags[flags.Key(info.tid)] = flags.Leaf(1)
 
     def _trace_ports(self, ports: set[int]) -> None:
-        table, flags = self.bpf[b"listen_ports"], self.bpf[b"port_traced"]
+        table = self.bpf[b"listen_ports"]
         for port in ports - self.listen_ports:
             table[table.Key(port)] = table.Leaf(1)
-            flags[flags.Key(port)] = flags.Leaf(1)
         self.listen_ports |= ports
 
     def _attach_pids(self, start_ns: int) -> None:

@@ -131,16 +131,13 @@ def task_offsets(btf: Btf) -> dict[str, int]:
 
 
 def sock_offsets(btf: Btf) -> dict[str, int]:
-    """Where a socket's protocol, state, local port, peer port, family and peer addresses live.
-    The local port is inet_sport, as the classic inet_sock_set_state reads it: skc_num
-    is already 0 when a socket's move to CLOSE is traced (its port was released)."""
+    """Where a socket's protocol, state, local port, peer port, family and peer addresses live."""
     common = btf.offset("sock", "__sk_common")
 
     def field(name: str) -> int:
         return common + btf.offset("sock_common", name)
 
-    return {"SK_PROTOCOL_OFF": btf.offset("sock", "sk_protocol"),
-            "SK_SPORT_OFF": btf.offset("inet_sock", "inet_sport"),
+    return {"SK_PROTOCOL_OFF": btf.offset("sock", "sk_protocol"), "SK_NUM_OFF": field("skc_num"),
             "SK_STATE_OFF": field("skc_state"),
             "SK_DPORT_OFF": field("skc_dport"), "SK_FAMILY_OFF": field("skc_family"),
             "SK_DADDR_OFF": field("skc_daddr"), "SK_V6_DADDR_OFF": field("skc_v6_daddr")}

@@ -153,11 +153,7 @@ BPF_HASH(traced, u32, struct traced_thread, MAX_THREADS);
 // The same set as a flat array indexed by tid: most events are of untraced threads,
 // and an array lookup (inlined by the verifier) rejects them far cheaper than a hash.
 BPF_ARRAY(is_traced, u8, PID_MAX);
-// Listening ports of the traced processes. The hash lists those the kernel learnt
-// (user space reads it back); the array is the same set as a flag per port, for the
-// per-socket filter: an array lookup is inlined, a hash lookup is a call.
 BPF_HASH(listen_ports, u16, u8, 1024);
-BPF_ARRAY(port_traced, u8, 65536);
 // Sockets accepted on a traced listener (kernel address -> conn_id), until closed.
 BPF_TABLE("lru_hash", u64, u64, conn_socks, MAX_CONNS);
 BPF_ARRAY(conn_seq, u64, 1);
@@ -762,35 +758,8 @@ static __always_inline int may_matter(int oldstate, int newstate) {
     }
 }
 
-static __always_inline void learn_port(u16 port) {
-    u8 one = 1;
-    u32 key = port;
-    listen_ports.update(&port, &one);
-    port_traced.update(&key, &one);
-}
-
-static __always_inline int port_is_traced(u16 port) {
-    u32 key = port;
-    u8 *on = port_traced.lookup(&key);
-    return on && *on;
-}
-
 static __always_inline void on_state(struct sock_change *s) {
-    if (!may_matter(s->oldstate, s->newstate))
-        return;
-#ifdef RAW_NET
-    if (s->raw) {
-        u16 sport_be = 0;
-        bpf_probe_read_kernel(&sport_be, sizeof(sport_be), s->raw + SK_SPORT_OFF);
-        s->sport = (sport_be >> 8) | ((sport_be & 0xff) << 8);
-    }
-#endif
-    u16 port = s->sport;
-    // An accepted socket has its listener's local port; a client's, and every
-    // socket of other servers, are rejected here without a hash lookup.
-    if (s->newstate != ST_LISTEN && !port_is_traced(port))
-        return;
-    if (frozen())
+    if (!may_matter(s->oldstate, s->newstate) || frozen())
         return;
     u64 skaddr = s->sk;
     // A child being established is new, whatever socket its memory held before.
@@ -807,17 +776,24 @@ static __always_inline void on_state(struct sock_change *s) {
     if (s->newstate != ST_LISTEN && s->newstate != ST_ESTABLISHED)
         return;
 #ifdef RAW_NET
-    if (s->raw)
+    if (s->raw) {
         bpf_probe_read_kernel(&s->protocol, sizeof(s->protocol), s->raw + SK_PROTOCOL_OFF);
+        bpf_probe_read_kernel(&s->sport, sizeof(s->sport), s->raw + SK_NUM_OFF);
+    }
 #endif
     if (s->protocol != PROTO_TCP)
         return;
+    u16 port = s->sport;
     if (s->newstate == ST_LISTEN) {
         // listen() by a traced thread runs in its context: learn its port.
-        if (find((u32)bpf_get_current_pid_tgid()))
-            learn_port(port);
+        if (find((u32)bpf_get_current_pid_tgid())) {
+            u8 one = 1;
+            listen_ports.update(&port, &one);
+        }
         return;
     }
+    if (!listen_ports.lookup(&port))
+        return;
     int zero = 0;
     u64 *seq = conn_seq.lookup(&zero);
     if (!seq)
