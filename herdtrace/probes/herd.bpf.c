@@ -339,13 +339,14 @@ static __always_inline void settle(struct traced_thread *t, u64 oncpu) {
     t->slept = HERD_SLEPT_NONE;
 }
 
-// Own context, with no waking armed: a thread back from an interruptible sleep inside
+// Own context, with no waking armed (the callers' condition): a thread back from an
+// interruptible sleep inside
 // a wait was woken all the same, and the kernel did not run the waking's programs.
 // Seen under CPU contention: a timer's waking from an interrupt, which bpftrace missed
 // too while ftrace recorded it, with no recursion miss counted. The wakeup is kept,
 // from `now`; what only the waking could tell (waker, cause, wake latency) is unknown.
 static __always_inline void infer_waking(struct traced_thread *t, u32 tid, u64 now) {
-    if (t->waking.armed || t->slept != HERD_SLEPT_INTR || !t->wait_call)
+    if (t->slept != HERD_SLEPT_INTR || !t->wait_call)
         return;
     count(HERD_CNT_WAKINGS_UNSEEN);
     struct herd_event *w = open_wakeup(t, tid, now);
@@ -354,7 +355,6 @@ static __always_inline void infer_waking(struct traced_thread *t, u32 tid, u64 n
     w->target_cpu = cpu;
     w->flags = HERD_FLAG_WAKING_UNSEEN;
     w->cause = HERD_CAUSE_UNKNOWN;
-    t->slept = HERD_SLEPT_NONE;
 }
 
 static __always_inline void wait_enter(u8 call, s32 fd, u64 buf) {
@@ -607,7 +607,7 @@ static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
             settle(t, now);
             if (t->waking.armed)
                 take_waking(t, next, now);
-            else if (t->slept == HERD_SLEPT_INTR)
+            else
                 infer_waking(t, next, now);
         }
         t->slept = HERD_SLEPT_NONE;
