@@ -25,6 +25,7 @@ from herdtrace.collectors.session import (
     cmdline,
     stop_reason,
 )
+from herdtrace.collectors.threads import ThreadTable
 from herdtrace.errors import HerdtraceError
 from herdtrace.metadata import RecordingMeta
 from herdtrace.probes import program, progstats
@@ -85,6 +86,7 @@ class Recorder:
         self.plan: program.ProbePlan | None = None
         self.reader: RingReader | None = None
         self.bpf: Any = None
+        self.threads: ThreadTable | None = None
         self.sink: Sink | None = None
         self.command: targets.GatedCommand | None = None
         self.traced_at_start: list[targets.ThreadInfo] = []
@@ -122,17 +124,19 @@ class Recorder:
         fill_s = capacity / (len(batch) / max(elapsed, 1e-3))
         return min(longest, max(shortest, fill_s / 8))
 
-    def _trace(self, infos: list[targets.ThreadInfo], now_ns: int) -> None:
-        table = self.bpf[b"traced"]
-        flags = self.bpf[b"is_traced"]
+    def _trace(self, infos: list[targets.ThreadInfo], now_ns: int) -> list[targets.ThreadInfo]:
+        """Trace these threads; returns those the kernel did not follow already."""
+        assert self.threads is not None
+        added = []
         for info in infos:
-            leaf = table.Leaf()
+            leaf = self.threads.leaf()
             leaf.fork_ts = now_ns
             leaf.tgid = info.tgid
             leaf.parent = info.parent
             _set_wait(leaf, info.syscall)
-            table[table.Key(info.tid)] = leaf
-            flags[flags.Key(info.tid)] = flags.Leaf(1)
+            if self.threads.add(info.tid, leaf):
+                added.append(info)
+        return added
 
     def _trace_ports(self, ports: set[int]) -> None:
         table = self.bpf[b"listen_ports"]
@@ -147,8 +151,7 @@ class Recorder:
         for _ in range(2):
             procs = targets.descendants(self.opts.pids)
             fresh = [t for t in targets.threads_of(procs) if t.tid not in seen]
-            self._trace(fresh, start_ns)
-            seen.update({t.tid: t for t in fresh})
+            seen.update({t.tid: t for t in self._trace(fresh, start_ns)})
         self._scan_listeners(procs)  # once, of the processes the second pass found
         self.traced_at_start = list(seen.values())
 
@@ -178,7 +181,8 @@ class Recorder:
             return False
         # The command is gone; processes it started may live on (a server that
         # daemonized): they are still traced, so follow them until they exit.
-        left = sorted({leaf.tgid for _, leaf in self.bpf[b"traced"].items()
+        assert self.threads is not None
+        left = sorted({leaf.tgid for _, leaf in self.threads.entries()
                        if leaf.tgid and targets.is_alive(leaf.tgid)})
         if left and not self.warned_daemon:
             self.warned_daemon = True
@@ -193,7 +197,8 @@ class Recorder:
         """Wakeups still open in the kernel when recording stops, and wakings armed
         but not yet taken by their thread (it had not run since): unresolved."""
         rows = []
-        for key, leaf in self.bpf[b"traced"].items():
+        assert self.threads is not None
+        for tid, leaf in self.threads.entries():
             if leaf.pending:
                 w = leaf.wakeup
                 row = np.frombuffer(bytes(w), dtype=EVENT_DTYPE).copy()
@@ -206,7 +211,7 @@ class Recorder:
             if k.armed and not lock and not (leaf.pending and not leaf.returned):
                 row = np.zeros(1, dtype=EVENT_DTYPE)
                 for name, value in (("kind", Kind.WAKEUP), ("ts", k.ts), ("enter_ts", leaf.enter_ts),
-                                    ("sk", k.sk), ("conn_id", k.conn_id), ("tid", key.value),
+                                    ("sk", k.sk), ("conn_id", k.conn_id), ("tid", tid),
                                     ("tgid", leaf.tgid), ("other_tid", k.waker_tid),
                                     ("other_tgid", k.waker_tgid), ("fd", leaf.wait_fd),
                                     ("lport", k.lport), ("cpu", k.cpu), ("target_cpu", k.target_cpu),
@@ -254,8 +259,10 @@ class Recorder:
         self.sink = self._make_sink()
         try:
             self.bpf = program.load(self.plan)
-            if self.bpf[b"events"] is None or ctypes.sizeof(self.bpf[b"traced"].Leaf().wakeup) != EVENT_SIZE:
+            self.threads = ThreadTable(self.bpf, opts.probe.max_threads)
+            if self.bpf[b"events"] is None or self.threads.event_size() != EVENT_SIZE:
                 raise HerdtraceError("the loaded program's event struct does not match the schema")
+            self.threads.fill()
             self.sink.ready()
         except BaseException:
             self.sink.abandon()

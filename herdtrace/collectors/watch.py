@@ -104,11 +104,10 @@ class Watcher(Recorder):
         self.inodes = _listening_inodes()
         self.listeners = listeners.scan(self._scope(), self.top.ports)
         fresh = sorted({pid for lst in self.listeners for pid in lst.pids} - self.traced_pids)
-        infos = targets.threads_of(fresh)
-        self._trace(infos, now_ns)
+        added = self._trace(targets.threads_of(fresh), now_ns)
         self.traced_pids.update(fresh)
         self._trace_ports({lst.port for lst in self.listeners})
-        return infos
+        return added
 
     def _attach(self, start_ns: int) -> None:
         self.traced_at_start = self._discover(start_ns)

@@ -31,11 +31,12 @@
 #define PID_MAX 4194304  // /proc/sys/kernel/pid_max, passed at load time
 #endif
 #ifndef MAX_THREADS
-#define MAX_THREADS 65536
+#define MAX_THREADS 65535  // slots are u16, 0 meaning none
 #endif
 #ifndef MAX_CONNS
-#define MAX_CONNS 65536  // accepted sockets remembered at once (LRU beyond that)
+#define MAX_CONNS 65536  // accepted sockets remembered at once: a power of two
 #endif
+#define CONN_WAYS 4      // a socket's place is one of 4 in its set
 // sk_data_ready -> the last wakeup it causes: the same call chain; the fourth of
 // four select() waiters can come ~50 us after it.
 #ifndef CAUSE_WINDOW_NS
@@ -119,6 +120,7 @@ struct traced_thread {
     u64 fork_ts;
     u64 enter_ts;
     u64 accept_buf;     // user sockaddr pointer passed to accept
+    u32 tid;            // whose slot this is (0: free)
     u32 tgid;           // 0 until the thread runs in its own context
     u32 parent;
     s32 wait_fd;
@@ -149,13 +151,23 @@ struct net_cause {
     u8 conn_used;       // the connection has already been tied to its listener
 };
 
-BPF_HASH(traced, u32, struct traced_thread, MAX_THREADS);
-// The same set as a flat array indexed by tid: most events are of untraced threads,
-// and an array lookup (inlined by the verifier) rejects them far cheaper than a hash.
-BPF_ARRAY(is_traced, u8, PID_MAX);
+// Traced threads live in array slots, found through a flat array indexed by tid
+// (1 + their slot, 0: untraced): array lookups are inlined by the verifier, where a
+// hash lookup is a helper call, and most events are of untraced threads. Free slots
+// wait in a queue, filled by user space at load.
+BPF_ARRAY(traced, struct traced_thread, MAX_THREADS);
+BPF_ARRAY(is_traced, u16, PID_MAX);
+BPF_QUEUE(free_slots, u16, MAX_THREADS);
 BPF_HASH(listen_ports, u16, u8, 1024);
-// Sockets accepted on a traced listener (kernel address -> conn_id), until closed.
-BPF_TABLE("lru_hash", u64, u64, conn_socks, MAX_CONNS);
+// Sockets accepted on a traced listener (kernel address -> conn_id), until closed:
+// a set-associative table in an array (no helper call, no lock; a hash map's update
+// and delete were a third of inet_sock_set_state's time). A socket's set is CONN_WAYS
+// slots from its hashed address; a full set gives up its oldest connection.
+struct conn_slot {
+    u64 sk;             // kernel address (compared, never stored in a record); 0: free
+    u64 conn_id;
+};
+BPF_ARRAY(conns, struct conn_slot, MAX_CONNS);
 BPF_ARRAY(conn_seq, u64, 1);
 BPF_PERCPU_ARRAY(cause, struct net_cause, 1);
 BPF_PERCPU_ARRAY(counters, u64, HERD_CNT_NUM);
@@ -176,10 +188,12 @@ static __always_inline int frozen(void) {
 }
 
 static __always_inline struct traced_thread *find(u32 tid) {
-    u8 *on = is_traced.lookup(&tid);
-    if (!on || !*on)
+    u16 *slot = is_traced.lookup(&tid);
+    if (!slot || !*slot)
         return 0;
-    return traced.lookup(&tid);
+    u32 i = *slot - 1;
+    struct traced_thread *t = traced.lookup(&i);
+    return t && t->tid == tid ? t : 0;
 }
 
 static __always_inline void count(int idx) {
@@ -195,6 +209,47 @@ static __always_inline u64 sk_id(const void *sk) {
     x *= 0xff51afd7ed558ccdULL;
     x ^= x >> 33;
     return x;
+}
+
+static __always_inline u32 conn_set(u64 skaddr) {
+    return (u32)sk_id((const void *)skaddr) & (MAX_CONNS - CONN_WAYS);
+}
+
+static __always_inline struct conn_slot *conn_find(u64 skaddr) {
+    u32 base = conn_set(skaddr);
+#pragma unroll
+    for (u32 way = 0; way < CONN_WAYS; way++) {
+        u32 i = base + way;
+        struct conn_slot *c = conns.lookup(&i);
+        if (c && c->sk == skaddr)
+            return c;
+    }
+    return 0;
+}
+
+// A child established: a slot for it, a free one claimed atomically (two CPUs may
+// establish children in the same set at once), else its set's oldest connection.
+static __always_inline void conn_add(u64 skaddr, u64 conn_id) {
+    u32 base = conn_set(skaddr);
+    struct conn_slot *oldest = 0;
+#pragma unroll
+    for (u32 way = 0; way < CONN_WAYS; way++) {
+        u32 i = base + way;
+        struct conn_slot *c = conns.lookup(&i);
+        if (!c)
+            continue;
+        // Its own (a close not seen, the memory reused) or a free one.
+        if (c->sk == skaddr || __sync_val_compare_and_swap(&c->sk, 0, skaddr) == 0) {
+            c->conn_id = conn_id;
+            return;
+        }
+        if (!oldest || c->conn_id < oldest->conn_id)
+            oldest = c;
+    }
+    if (oldest) {
+        oldest->sk = skaddr;
+        oldest->conn_id = conn_id;
+    }
 }
 
 static __always_inline void emit(const struct herd_event *src) {
@@ -462,10 +517,10 @@ static __always_inline u8 ready_cause_of(struct net_cause *c) {
     if (c->ready_cause != HERD_CAUSE_NONE)
         return c->ready_cause;
     u64 skaddr = c->ready_raw;
-    u64 *conn = conn_socks.lookup(&skaddr);
+    struct conn_slot *conn = conn_find(skaddr);
     c->ready_cause = conn ? HERD_CAUSE_CONNECTION : HERD_CAUSE_SOCKET;
     c->ready_sk = sk_id((const void *)skaddr);
-    c->ready_conn = conn ? *conn : 0;
+    c->ready_conn = conn ? conn->conn_id : 0;
     c->ready_port = 0;
     return c->ready_cause;
 }
@@ -668,15 +723,24 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
         return TP_RETURN;
     ONLY_FILTERED(TP_RETURN);
     u32 child = args->child_pid;
+    u16 *known = is_traced.lookup(&child);
+    if (!known)
+        return TP_RETURN;
+    u16 slot = *known;  // its exit not seen, the tid reused: the same slot
+    if (!slot) {
+        if (free_slots.pop(&slot)) {
+            count(HERD_CNT_THREADS_UNTRACED);
+            return TP_RETURN;
+        }
+        slot++;
+    }
     struct traced_thread fresh = {};
     fresh.fork_ts = bpf_ktime_get_ns();
+    fresh.tid = child;
     fresh.parent = parent;
-    if (traced.insert(&child, &fresh)) {
-        count(HERD_CNT_THREADS_UNTRACED);
-        return TP_RETURN;
-    }
-    u8 one = 1;
-    is_traced.update(&child, &one);
+    u32 i = slot - 1;
+    traced.update(&i, &fresh);
+    *known = slot;
     return TP_RETURN;
 }
 
@@ -699,9 +763,13 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
         e->tgid = id >> 32;
         events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     }
-    traced.delete(&tid);
-    u8 zero8 = 0;
-    is_traced.update(&tid, &zero8);
+    t->tid = 0;
+    u16 *slot = is_traced.lookup(&tid);
+    if (slot && *slot) {
+        u16 free = *slot - 1;
+        *slot = 0;
+        free_slots.push(&free, 0);
+    }
     return TP_RETURN;
 }
 
@@ -764,13 +832,13 @@ static __always_inline void on_state(struct sock_change *s) {
     u64 skaddr = s->sk;
     // A child being established is new, whatever socket its memory held before.
     int fresh = s->newstate == ST_LISTEN || s->newstate == ST_ESTABLISHED;
-    u64 *known = fresh ? 0 : conn_socks.lookup(&skaddr);
+    struct conn_slot *known = fresh ? 0 : conn_find(skaddr);
     ONLY_FILTERED();
     if (known) {
         // Woken through sk_state_change, with no sk_data_ready: that connection's wakeup.
-        note_ready(HERD_CAUSE_CONNECTION, sk_id((const void *)skaddr), *known, 0);
+        note_ready(HERD_CAUSE_CONNECTION, sk_id((const void *)skaddr), known->conn_id, 0);
         if (s->newstate == ST_CLOSE)
-            conn_socks.delete(&skaddr);
+            known->sk = 0;
         return;
     }
     if (s->newstate != ST_LISTEN && s->newstate != ST_ESTABLISHED)
@@ -799,7 +867,7 @@ static __always_inline void on_state(struct sock_change *s) {
     if (!seq)
         return;
     u64 conn_id = __sync_fetch_and_add(seq, 1) + 1;
-    conn_socks.update(&skaddr, &conn_id);
+    conn_add(skaddr, conn_id);
     u64 now = bpf_ktime_get_ns();
     struct net_cause *c = cause.lookup(&zero);
     if (c) {
@@ -904,8 +972,7 @@ static __always_inline int is_listening(const void *sk) {
     bpf_probe_read_kernel(&state, sizeof(state), (const u8 *)sk + SK_STATE_OFF);
     return state == ST_LISTEN;
 #else
-    u64 skaddr = (u64)sk;
-    return !conn_socks.lookup(&skaddr);  // not one of its accepted sockets
+    return !conn_find((u64)sk);  // not one of its accepted sockets
 #endif
 }
 

@@ -24,7 +24,7 @@ RECEIVE_TRACEPOINT = "net:netif_receive_skb"  # ends a listener's run of wakeups
 @dataclass(frozen=True)
 class ProbeOptions:
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages: ~130k records of slack
-    max_threads: int = 65536
+    max_threads: int = 65535  # slots are u16 in the kernel
     cause_window_ns: int = CAUSE_WINDOW_NS
     conn_window_ns: int = CONN_WINDOW_NS
     # How listener wakeups are recognised: "auto" (sock:sk_data_ready where the kernel

@@ -1,0 +1,55 @@
+"""The kernel's table of traced threads, from user space.
+
+Threads live in slots of an array (`traced`); `is_traced`, indexed by tid, holds
+1 + a thread's slot (0: untraced); free slots wait in the `free_slots` queue,
+which the kernel pops at a traced thread's fork and pushes at its exit. User space
+fills the queue once, and takes its slots from it too, so the two never hand out
+the same slot.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+from typing import Any
+
+from herdtrace.errors import HerdtraceError
+
+
+class ThreadTable:
+    def __init__(self, bpf: Any, max_threads: int) -> None:
+        self.threads = bpf[b"traced"]
+        self.slots = bpf[b"is_traced"]
+        self.free = bpf[b"free_slots"]
+        self.max_threads = max_threads
+
+    def fill(self) -> None:
+        """Every slot free: once, before any thread is traced."""
+        for slot in range(self.max_threads):
+            self.free.push(self.free.Leaf(slot))
+
+    def add(self, tid: int, leaf: Any) -> bool:
+        """Trace `tid` from `leaf`; False if the kernel already follows it (it was
+        forked by a traced thread: its own state is newer than what /proc said)."""
+        if self.slots[self.slots.Key(tid)].value:
+            return False
+        try:
+            slot = self.free.pop().value
+        except KeyError:
+            raise HerdtraceError(f"more than {self.max_threads} threads to trace") from None
+        leaf.tid = tid
+        self.threads[self.threads.Key(slot)] = leaf
+        self.slots[self.slots.Key(tid)] = self.slots.Leaf(slot + 1)
+        return True
+
+    def leaf(self) -> Any:
+        return self.threads.Leaf()
+
+    def entries(self) -> Iterator[tuple[int, Any]]:
+        """(tid, state) of every traced thread, in one batched read of the array."""
+        for _, leaf in self.threads.items_lookup_batch():
+            if leaf.tid:
+                yield leaf.tid, leaf
+
+    def event_size(self) -> int:
+        return ctypes.sizeof(self.threads.Leaf().wakeup)
