@@ -54,6 +54,7 @@ class RecordingMeta:
     wakings_merged: int = 0
     wakings_uninterruptible: int = 0
     wakings_unseen: int = 0
+    conns_evicted: int = 0
     cause_window_ns: int | None = None
     conn_window_ns: int | None = None
     # dtrace only

@@ -31,6 +31,7 @@ def record_command(
     output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", show_default=False, help="Recording file [default: herdtrace-YYYYmmdd-HHMMSS.parquet].")] = None,
     duration: Annotated[float | None, typer.Option("--duration", "-d", metavar="SECONDS", show_default=False, help="Seconds to record [default: until Ctrl-C/SIGTERM or the target exits].")] = None,
     buffer_pages: Annotated[int, typer.Option(metavar="PAGES", help="Ring buffer size in pages (a power of two).")] = 4096,
+    max_conns: Annotated[int, typer.Option(metavar="N", help="Accepted connections the kernel remembers at once, to tie their wakeups to them (a power of two).")] = 65536,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output file, or write one not named .parquet.")] = False,
     label: Annotated[str | None, typer.Option(help="Label for analysis, e.g. the mode [default: file name].")] = None,
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
@@ -56,7 +57,7 @@ def record_command(
 
     out = output or default_output()
     check_suffix(out, (".parquet",), force, "a recording")
-    probe = program.ProbeOptions(ringbuf_pages=buffer_pages, let_perf_see=let_perf_see,
+    probe = program.ProbeOptions(ringbuf_pages=buffer_pages, max_conns=max_conns, let_perf_see=let_perf_see,
                                  cause_basis=cause_basis, cross_check_causes=cross_check_causes,
                                  ablate=ablate)
     if print_bpf:
@@ -108,6 +109,10 @@ def print_summary(summary: RecordSummary) -> None:
         typer.echo(f"herdtrace: note: {summary.wakings_unseen} wakeups were found at their "
                    "switch-in, the kernel having run no probe for their waking: their waker, "
                    "cause and wake latency are unknown (column waking_unseen)", err=True)
+    if summary.conns_evicted:
+        typer.echo(f"herdtrace: warning: {summary.conns_evicted} connections forgotten to make room "
+                   "for newer ones (the connection table was full): their later wakeups say "
+                   "cause socket, not connection; raise --max-conns", err=True)
 
 
 def import_dtrace_command(

@@ -362,7 +362,7 @@ class Recorder:
             self.command.wait()
         summary = self.sink.summary(self.opts, (end_ns - start_ns) / 1e9, lost,
                                     meta.probe_misses, reason)
-        return replace(summary, wakings_unseen=meta.wakings_unseen)
+        return replace(summary, wakings_unseen=meta.wakings_unseen, conns_evicted=meta.conns_evicted)
 
     def _probe_misses(self) -> dict[str, int | None]:
         """Events each program was skipped for while recording (recursion_misses)."""
@@ -398,6 +398,7 @@ class Recorder:
             wakings_merged=sum(counters["wakings_merged"]),
             wakings_uninterruptible=sum(counters["wakings_uninterruptible"]),
             wakings_unseen=sum(counters["wakings_unseen"]),
+            conns_evicted=sum(counters["conns_evicted"]),
             probe_misses_per_probe=misses,
             probe_misses=total_misses(misses),
             cause_window_ns=opts.probe.cause_window_ns,

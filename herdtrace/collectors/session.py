@@ -70,6 +70,7 @@ class RecordSummary:
     rows: int
     stop_reason: str
     wakings_unseen: int = 0
+    conns_evicted: int = 0
 
     def line(self) -> str:
         return (

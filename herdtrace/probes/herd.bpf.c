@@ -36,6 +36,9 @@
 #ifndef MAX_CONNS
 #define MAX_CONNS 65536  // accepted sockets remembered at once: a power of two
 #endif
+#if MAX_CONNS < 4 || (MAX_CONNS & (MAX_CONNS - 1))
+#error MAX_CONNS must be a power of two, at least CONN_WAYS
+#endif
 #define CONN_WAYS 4      // a socket's place is one of 4 in its set
 // sk_data_ready -> the last wakeup it causes: the same call chain; the fourth of
 // four select() waiters can come ~50 us after it.
@@ -247,6 +250,7 @@ static __always_inline void conn_add(u64 skaddr, u64 conn_id) {
             oldest = c;
     }
     if (oldest) {
+        count(HERD_CNT_CONNS_EVICTED);
         oldest->sk = skaddr;
         oldest->conn_id = conn_id;
     }

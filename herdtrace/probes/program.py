@@ -19,12 +19,15 @@ FIX = "run `herdtrace doctor` (or `make setup`) for the fix"
 CAUSE_BASES = ("auto", "conn-state")
 ABLATIONS = ("empty", "filter", "state")  # ABLATE_EMPTY = 1, ... in herd.bpf.c
 RECEIVE_TRACEPOINT = "net:netif_receive_skb"  # ends a listener's run of wakeups
+CONN_WAYS = 4  # CONN_WAYS in herd.bpf.c: a socket's place is one of these in its set
+MAX_CONNS_LIMIT = 1 << 22  # 64 MiB of kernel memory at 16 bytes a connection
 
 
 @dataclass(frozen=True)
 class ProbeOptions:
     ringbuf_pages: int = 4096  # 16 MiB with 4 KiB pages: ~130k records of slack
     max_threads: int = 65535  # slots are u16 in the kernel
+    max_conns: int = 65536  # sets of CONN_WAYS in the kernel's connection table
     cause_window_ns: int = CAUSE_WINDOW_NS
     conn_window_ns: int = CONN_WINDOW_NS
     # How listener wakeups are recognised: "auto" (sock:sk_data_ready where the kernel
@@ -73,8 +76,15 @@ def check_ringbuf_pages(pages: int) -> None:
                              f"({largest * os.sysconf('SC_PAGE_SIZE') >> 20} MiB)")
 
 
+def check_max_conns(n: int) -> None:
+    if n < CONN_WAYS or n > MAX_CONNS_LIMIT or n & (n - 1):
+        raise HerdtraceError(f"--max-conns must be a power of two from {CONN_WAYS} to "
+                             f"{MAX_CONNS_LIMIT}, got {n}")
+
+
 def plan(options: ProbeOptions) -> ProbePlan:
     check_ringbuf_pages(options.ringbuf_pages)
+    check_max_conns(options.max_conns)
     if features.tracefs_root() is None:
         raise HerdtraceError(features.tracefs_problem())
     missing = features.missing_tracepoints(features.REQUIRED_TRACEPOINTS)
@@ -84,6 +94,7 @@ def plan(options: ProbeOptions) -> ProbePlan:
         f"-I{HEADER_PATH.parent}",
         f"-DRINGBUF_PAGES={options.ringbuf_pages}",
         f"-DMAX_THREADS={options.max_threads}",
+        f"-DMAX_CONNS={options.max_conns}",
         f"-DPID_MAX={features.pid_max()}",
         f"-DCAUSE_WINDOW_NS={options.cause_window_ns}",
         f"-DCONN_WINDOW_NS={options.conn_window_ns}",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ctypes
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from herdtrace.analysis import load
@@ -49,3 +51,48 @@ def test_sees_the_wakeups_of_a_started_process(tmp_path: Path) -> None:
     assert ps.loc[~ps["waking_unseen"], "wake_latency_ns"].notna().all()
     assert rec.meta.lost_events == 0
     assert rec.meta.stop_reason == "target exited"
+
+
+HOLDER = """
+import select, socket, sys
+lst = socket.create_server(("127.0.0.1", 0))
+print(lst.getsockname()[1], flush=True)
+conns = [lst.accept()[0] for _ in range(8)]
+waiting = set(conns)
+while waiting:
+    ready, _, _ = select.select(list(waiting), [], [], 5)
+    for c in ready:
+        c.recv(1)
+        waiting.discard(c)
+"""
+
+
+def test_a_full_connection_table_forgets_the_oldest(tmp_path: Path) -> None:
+    """Eight connections held open by a server, with room for four: the four oldest
+    are forgotten, counted, and their data wakes the server as a plain socket's."""
+    out = tmp_path / "held.parquet"
+    rec_proc = subprocess.Popen(
+        [sys.executable, "-m", "herdtrace", "record", "--max-conns", "4", "-o", str(out), "--",
+         sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert rec_proc.stdout is not None
+    port = int(rec_proc.stdout.readline())
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+    time.sleep(0.2)  # all accepted
+    for c in clients:
+        c.send(b"x")
+        time.sleep(0.02)  # one wakeup each
+    _, err = rec_proc.communicate(timeout=60)
+    for c in clients:
+        c.close()
+    assert rec_proc.returncode == 0, err
+    assert "4 connections forgotten" in err
+    rec = load.load_recording(out)
+    assert rec.meta.conns_evicted == 4
+    assert len(rec.connections) == 8
+    w = rec.wakeups
+    data = w[(w["wait_call"] == "pselect6") & w["cause"].isin(["connection", "socket"])]
+    assert len(data) == 8
+    newest = sorted(rec.connections["conn_id"])[4:]
+    assert (data["cause"].iloc[:4] == "socket").all()
+    assert (data["cause"].iloc[4:] == "connection").all()
+    assert sorted(data["conn_id"].iloc[4:]) == newest
