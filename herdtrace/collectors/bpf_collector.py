@@ -239,6 +239,9 @@ class Recorder:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+        if self.threads is not None:
+            self.threads.close()
+            self.threads = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None

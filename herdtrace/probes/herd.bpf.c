@@ -158,7 +158,8 @@ struct net_cause {
 // (1 + their slot, 0: untraced): array lookups are inlined by the verifier, where a
 // hash lookup is a helper call, and most events are of untraced threads. Free slots
 // wait in a queue, filled by user space at load.
-BPF_ARRAY(traced, struct traced_thread, MAX_THREADS);
+// Mappable: user space reads which slots are used without a syscall per slot.
+BPF_F_TABLE("array", u32, struct traced_thread, traced, MAX_THREADS, BPF_F_MMAPABLE);
 BPF_ARRAY(is_traced, u16, PID_MAX);
 BPF_QUEUE(free_slots, u16, MAX_THREADS);
 BPF_HASH(listen_ports, u16, u8, 1024);
