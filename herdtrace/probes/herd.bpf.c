@@ -231,29 +231,39 @@ static __always_inline struct conn_slot *conn_find(u64 skaddr) {
     return 0;
 }
 
-// A child established: a slot for it, a free one claimed atomically (two CPUs may
-// establish children in the same set at once), else its set's oldest connection.
+// A child established: its own entry (a close not seen, the memory reused), else a
+// free one, claimed atomically (two CPUs may establish children in the same set at
+// once), else its set's oldest connection. One pass over the set.
 static __always_inline void conn_add(u64 skaddr, u64 conn_id) {
     u32 base = conn_set(skaddr);
-    struct conn_slot *oldest = 0;
+    struct conn_slot *free = 0, *oldest = 0;
 #pragma unroll
     for (u32 way = 0; way < CONN_WAYS; way++) {
         u32 i = base + way;
         struct conn_slot *c = conns.lookup(&i);
         if (!c)
             continue;
-        // Its own (a close not seen, the memory reused) or a free one.
-        if (c->sk == skaddr || __sync_val_compare_and_swap(&c->sk, 0, skaddr) == 0) {
+        if (c->sk == skaddr) {
             c->conn_id = conn_id;
             return;
         }
-        if (!oldest || c->conn_id < oldest->conn_id)
+        if (!c->sk) {
+            if (!free)
+                free = c;
+        } else if (!oldest || c->conn_id < oldest->conn_id) {
             oldest = c;
+        }
     }
-    if (oldest) {
+    if (free && __sync_val_compare_and_swap(&free->sk, 0, skaddr) == 0) {
+        free->conn_id = conn_id;
+        return;
+    }
+    // The set is full, or another CPU took its free entry this instant.
+    struct conn_slot *victim = oldest ? oldest : free;
+    if (victim) {
         count(HERD_CNT_CONNS_EVICTED);
-        oldest->sk = skaddr;
-        oldest->conn_id = conn_id;
+        victim->sk = skaddr;
+        victim->conn_id = conn_id;
     }
 }
 
