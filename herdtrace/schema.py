@@ -108,6 +108,9 @@ EAGAIN = 11  # Linux numbering; accept results are stored Linux-style on every p
 # on a CPU (sk_data_ready; a child established) -> the last wakeup it may explain.
 CAUSE_WINDOW_NS = 200_000
 CONN_WINDOW_NS = 200_000
+# The kernel's connection table (probes -D MAX_CONNS): a socket's place is one of
+# this many entries of its set.
+CONN_WAYS = 4
 
 
 def outcome_of(returned: bool, accepts: int, eagains: int) -> Outcome:
@@ -278,6 +281,7 @@ def c_header() -> str:
         f"#define HERD_EAGAIN {EAGAIN}",
         f"#define HERD_CAUSE_WINDOW_NS {CAUSE_WINDOW_NS}",
         f"#define HERD_CONN_WINDOW_NS {CONN_WINDOW_NS}",
+        f"#define HERD_CONN_WAYS {CONN_WAYS}",
         *[f"#define HERD_CNT_{name.upper()} {i} /* {doc} */" for i, (name, doc) in enumerate(COUNTERS)],
         f"#define HERD_CNT_NUM {len(COUNTERS)}",
         "",

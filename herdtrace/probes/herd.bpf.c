@@ -36,10 +36,10 @@
 #ifndef MAX_CONNS
 #define MAX_CONNS 65536  // accepted sockets remembered at once: a power of two
 #endif
-#if MAX_CONNS < 4 || (MAX_CONNS & (MAX_CONNS - 1))
+#define CONN_WAYS HERD_CONN_WAYS  // a socket's place is one of these in its set
+#if MAX_CONNS < CONN_WAYS || (MAX_CONNS & (MAX_CONNS - 1))
 #error MAX_CONNS must be a power of two, at least CONN_WAYS
 #endif
-#define CONN_WAYS 4      // a socket's place is one of 4 in its set
 // sk_data_ready -> the last wakeup it causes: the same call chain; the fourth of
 // four select() waiters can come ~50 us after it.
 #ifndef CAUSE_WINDOW_NS

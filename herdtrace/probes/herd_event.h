@@ -51,6 +51,7 @@
 #define HERD_EAGAIN 11
 #define HERD_CAUSE_WINDOW_NS 200000
 #define HERD_CONN_WINDOW_NS 200000
+#define HERD_CONN_WAYS 4
 #define HERD_CNT_LOST_EVENTS 0 /* ring buffer reservation failed: a record is lost */
 #define HERD_CNT_THREADS_UNTRACED 1 /* a new thread could not be traced: the thread table is full */
 #define HERD_CNT_WAKINGS_MERGED 2 /* a waking of a thread whose wakeup had not returned yet: the same wakeup */

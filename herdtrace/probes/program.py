@@ -12,14 +12,13 @@ from typing import Any
 
 from herdtrace.errors import HerdtraceError
 from herdtrace.probes import btf, features
-from herdtrace.schema import CAUSE_WINDOW_NS, CONN_WINDOW_NS, HEADER_PATH
+from herdtrace.schema import CAUSE_WINDOW_NS, CONN_WAYS, CONN_WINDOW_NS, HEADER_PATH
 
 SOURCE_PATH = Path(__file__).parent / "herd.bpf.c"
 FIX = "run `herdtrace doctor` (or `make setup`) for the fix"
 CAUSE_BASES = ("auto", "conn-state")
 ABLATIONS = ("empty", "filter", "state")  # ABLATE_EMPTY = 1, ... in herd.bpf.c
 RECEIVE_TRACEPOINT = "net:netif_receive_skb"  # ends a listener's run of wakeups
-CONN_WAYS = 4  # CONN_WAYS in herd.bpf.c: a socket's place is one of these in its set
 MAX_CONNS_LIMIT = 1 << 22  # 64 MiB of kernel memory at 16 bytes a connection
 
 
