@@ -90,7 +90,9 @@ def spread(values: list[float]) -> str:
 
 
 # The ablation's rows, in order, and what the step from the row before measures.
-STEPS = {"herdtrace empty": "attaching (the floor)", "herdtrace filter": "filtering",
+STEPS = {"herdtrace empty-counting": "attaching what a counting script attaches",
+         "herdtrace empty": "attaching the attribution tracepoints too (the floor)",
+         "herdtrace filter": "filtering",
          "herdtrace state": "per-thread state", "herdtrace": "records, drain, writer"}
 
 

@@ -65,15 +65,19 @@
 #endif
 // `make bench-perf`'s ablation: where herdtrace's cost goes. EMPTY: every probe
 // returns at once (what attaching costs); FILTER: each probe finds whether the event
-// is about a traced thread or socket, then returns; STATE: all but the records.
+// is about a traced thread or socket, then returns; STATE: all but the records;
+// EMPTY_COUNTING: EMPTY on only the tracepoints a counting script needs (the wait
+// syscalls and sched_waking), not those for causes and thread following.
 #define ABLATE_NONE 0
 #define ABLATE_EMPTY 1
 #define ABLATE_FILTER 2
 #define ABLATE_STATE 3
+#define ABLATE_EMPTY_COUNTING 4
 #ifndef ABLATE
 #define ABLATE ABLATE_NONE
 #endif
-#define ONLY_ATTACHED() if (ABLATE == ABLATE_EMPTY) return TP_RETURN
+#define ONLY_ATTACHED() if (ABLATE == ABLATE_EMPTY || ABLATE == ABLATE_EMPTY_COUNTING) return TP_RETURN
+#define BEYOND_COUNTING (ABLATE != ABLATE_EMPTY_COUNTING)
 #define ONLY_FILTERED(...) if (ABLATE == ABLATE_FILTER) return __VA_ARGS__
 
 #ifndef SK_KEY
@@ -707,6 +711,7 @@ RAW_TRACEPOINT_PROBE(sched_waking) {
     return 0;
 }
 
+#if BEYOND_COUNTING
 // TP_PROTO(bool preempt, struct task_struct *prev, struct task_struct *next,
 //          unsigned int prev_state), Linux 5.18+.
 RAW_TRACEPOINT_PROBE(sched_switch) {
@@ -717,6 +722,7 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     on_switch(prev, state, task_pid((const u8 *)ctx->args[2]));
     return 0;
 }
+#endif
 #else
 TRACEPOINT_PROBE(sched, sched_waking) {
     ONLY_ATTACHED();
@@ -724,13 +730,16 @@ TRACEPOINT_PROBE(sched, sched_waking) {
     return TP_RETURN;
 }
 
+#if BEYOND_COUNTING
 TRACEPOINT_PROBE(sched, sched_switch) {
     ONLY_ATTACHED();
     on_switch(args->prev_pid, slept_as(args->prev_state), args->next_pid);
     return TP_RETURN;
 }
 #endif
+#endif
 
+#if BEYOND_COUNTING
 TRACEPOINT_PROBE(sched, sched_process_fork) {
     ONLY_ATTACHED();
     u32 parent = args->parent_pid;
@@ -787,6 +796,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     }
     return TP_RETURN;
 }
+#endif
 
 // Something made a socket ready on this CPU: the wakeups that follow, by the same
 // task, are its.
@@ -923,6 +933,7 @@ static __always_inline void on_state(struct sock_change *s) {
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
+#if BEYOND_COUNTING
 #ifdef RAW_NET
 // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
 RAW_TRACEPOINT_PROBE(inet_sock_set_state) {
@@ -953,6 +964,7 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     return TP_RETURN;
 }
 #endif
+#endif
 
 #ifdef WITH_CONN_STATE_RULE
 // A packet is being received on this CPU: it ends the listener's run of wakeups.
@@ -964,6 +976,7 @@ static __always_inline void on_receive(void) {
         c->chain_ts = 0;
 }
 
+#if BEYOND_COUNTING
 #ifdef RAW_NET
 RAW_TRACEPOINT_PROBE(netif_receive_skb) {
     ONLY_ATTACHED();
@@ -976,6 +989,7 @@ TRACEPOINT_PROBE(net, netif_receive_skb) {
     on_receive();
     return TP_RETURN;
 }
+#endif
 #endif
 #endif
 
@@ -1021,6 +1035,7 @@ static __always_inline void on_data_ready(const void *sk) {
     }
 }
 
+#if BEYOND_COUNTING
 #ifdef RAW_NET
 RAW_TRACEPOINT_PROBE(sk_data_ready) {
     ONLY_ATTACHED();
@@ -1033,5 +1048,6 @@ TRACEPOINT_PROBE(sock, sk_data_ready) {
     on_data_ready(args->skaddr);
     return TP_RETURN;
 }
+#endif
 #endif
 #endif

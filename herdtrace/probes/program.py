@@ -17,8 +17,13 @@ from herdtrace.schema import CAUSE_WINDOW_NS, CONN_WAYS, CONN_WINDOW_NS, HEADER_
 SOURCE_PATH = Path(__file__).parent / "herd.bpf.c"
 FIX = "run `herdtrace doctor` (or `make setup`) for the fix"
 CAUSE_BASES = ("auto", "conn-state")
-ABLATIONS = ("empty", "filter", "state")  # ABLATE_EMPTY = 1, ... in herd.bpf.c
 RECEIVE_TRACEPOINT = "net:netif_receive_skb"  # ends a listener's run of wakeups
+ABLATIONS = ("empty", "filter", "state", "empty-counting")  # ABLATE_EMPTY = 1, ... in herd.bpf.c
+# herdtrace's tracepoints a counting script does without (causes, thread following):
+# the "empty-counting" ablation leaves them out.
+BEYOND_COUNTING_TRACEPOINTS = ("sched:sched_switch", "sched:sched_process_fork",
+                           "sched:sched_process_exit", "sock:inet_sock_set_state",
+                           "sock:sk_data_ready", RECEIVE_TRACEPOINT)
 MAX_CONNS_LIMIT = 1 << 22  # 64 MiB of kernel memory at 16 bytes a connection
 
 
@@ -128,6 +133,8 @@ def plan(options: ProbeOptions) -> ProbePlan:
             raise HerdtraceError(f"missing tracepoint {RECEIVE_TRACEPOINT} (the connection-state "
                                  f"rule needs it): {FIX}")
         methods[RECEIVE_TRACEPOINT] = "raw_tracepoint" if raw_net else "tracepoint"
+    if options.ablate == "empty-counting":
+        methods = {tp: how for tp, how in methods.items() if tp not in BEYOND_COUNTING_TRACEPOINTS}
     return ProbePlan(cflags=tuple(cflags), methods=methods, attribution=attribution)
 
 

@@ -30,6 +30,29 @@ def test_kernel_struct_matches_schema() -> None:
         bpf.cleanup()
 
 
+
+def _loaded(ablate: str) -> set[str]:
+    bpf = program.load(program.plan(program.ProbeOptions(ringbuf_pages=8, ablate=ablate)))
+    try:
+        return {name.decode() for name in bpf.funcs}
+    finally:
+        bpf.cleanup()
+
+
+def test_the_counting_ablation_attaches_only_what_a_counting_script_does() -> None:
+    """bench-perf's first ablation row: a counting script's tracepoints (the wait
+    syscalls and sched_waking) with empty programs; the floor adds the rest."""
+    beyond = ("sched_switch", "sched_process_fork", "sched_process_exit",
+              "inet_sock_set_state", "sk_data_ready")
+    counting, floor = _loaded("empty-counting"), _loaded("empty")
+    assert counting < floor
+    assert {name for name in floor - counting if not name.endswith(beyond)} == set()
+    assert all(any(name.endswith(tp) for name in floor - counting) for tp in beyond)
+    assert any(name.endswith("sched_waking") for name in counting)
+    assert any(name.endswith("sys_exit_accept4") for name in counting)
+    assert any(name.endswith("sys_enter_epoll_wait") for name in counting)
+
+
 def test_sees_the_wakeups_of_a_started_process(tmp_path: Path) -> None:
     out = tmp_path / "select.parquet"
     script = "import select\nfor _ in range(20):\n    select.select([], [], [], 0.01)\n"
