@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +46,37 @@ def say(text: str) -> None:
 
 # ---- 1. observer effect ------------------------------------------------------
 def throughput(port: int, seconds: float) -> float:
+    return measured_load(port, seconds).rps
+
+
+@dataclass(frozen=True)
+class Load:
+    rps: float
+    cpu_us_per_request: float  # the whole machine's busy CPU time over the run, per request
+    client_cores: float  # wrk's own CPU (user + system), in cores
+
+
+def busy_s() -> float:
+    """CPU time the machine has spent busy (all but idle and iowait) since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def measured_load(port: int, seconds: float) -> Load:
+    """wrk's throughput, with what each request cost the whole machine (every tracer's
+    kernel and user time included, wherever it ran: the server, softirq, the load
+    generator, the tracer's own processes), and how busy wrk itself was: one wrk
+    thread near a full core means the run measured the client's path as much as
+    the server's."""
+    busy0 = busy_s()
+    child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run_wrk(LoadOptions(port=port, concurrency=16, duration=seconds))
-    return result.throughput_rps
+    child1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, reaped by now
+    busy1 = busy_s()
+    requests = max(result.completed, 1)
+    client_s = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
+    return Load(rps=result.throughput_rps, cpu_us_per_request=(busy1 - busy0) / requests * 1e6,
+                client_cores=client_s / max(result.duration_s, 1e-9))
 
 
 def observer_effect(repeats: int, seconds: float,
@@ -57,6 +88,8 @@ def observer_effect(repeats: int, seconds: float,
     results: dict[str, dict[str, list[float]]] = {}
     health: dict[str, dict[str, list[int | None]]] = {}
     cpu: dict[str, dict[str, list[float]]] = {}
+    per_request: dict[str, dict[str, list[float]]] = {}
+    client: dict[str, dict[str, list[float]]] = {}
     work = tracers.workdir()
     names = [n for n in servers.targets(work) if servers_only is None or n in servers_only]
     for rep in range(repeats):
@@ -68,9 +101,13 @@ def observer_effect(repeats: int, seconds: float,
                 tracer = kind()
                 with servers.targets(work)[target] as (pids, port):
                     tracer.start(pids, work)
-                    rps = throughput(port, seconds)
+                    load = measured_load(port, seconds)
                     info = tracer.stop()
+                rps = load.rps
                 results.setdefault(target, {}).setdefault(tracer.name, []).append(rps)
+                per_request.setdefault(target, {}).setdefault(tracer.name, []).append(
+                    load.cpu_us_per_request)
+                client.setdefault(target, {}).setdefault(tracer.name, []).append(load.client_cores)
                 if tracer.cpu_s is not None:
                     cpu.setdefault(target, {}).setdefault(tracer.name, []).append(tracer.cpu_s / seconds)
                 if "lost_events" in info:
@@ -78,11 +115,14 @@ def observer_effect(repeats: int, seconds: float,
                     h.append(info["lost_events"])  # type: ignore[arg-type]
                     health[target].setdefault(tracer.name + " misses", []).append(
                         info.get("probe_misses"))  # type: ignore[arg-type]
-                say(f"  [{rep + 1}/{repeats}] {target:22s} {tracer.name:18s} {rps:9.0f} req/s")
+                say(f"  [{rep + 1}/{repeats}] {target:22s} {tracer.name:18s} {rps:9.0f} req/s "
+                    f"{load.cpu_us_per_request:6.1f} us of CPU a request, wrk at "
+                    f"{load.client_cores:.2f} core")
     shutil.rmtree(work, ignore_errors=True)
     order = [k().name for k in kinds]
     return {"throughput": {t: {n: r[n] for n in order if n in r} for t, r in results.items()},
-            "herdtrace_health": health, "tracer_cpu": cpu}
+            "herdtrace_health": health, "tracer_cpu": cpu,
+            "cpu_us_per_request": per_request, "client_cores": client}
 
 
 def spread(values: list[float]) -> str:
@@ -99,11 +139,18 @@ STEPS = {"herdtrace empty-counting": "attaching what a counting script attaches"
 def report_observer(obs: dict[str, Any], baseline_name: str | None) -> list[str]:
     verdicts = []
     say("\n1. Observer effect: saturating wrk -c16, a new connection per request; req/s "
-        "min median max, ratio of medians to untraced, the tracer's own CPU (user+system "
+        "min median max, ratio of medians to untraced, the machine's CPU time per request "
+        "(median, and its difference from untraced), the tracer's own CPU (user+system "
         "of its processes, cores, median) while the load ran, and the step from the row above")
     for target, by_tracer in obs["throughput"].items():
         base = statistics.median(by_tracer["untraced"])
-        say(f"  {target}")
+        per_request = obs.get("cpu_us_per_request", {}).get(target, {})
+        base_us = statistics.median(per_request["untraced"]) if "untraced" in per_request else None
+        client = obs.get("client_cores", {}).get(target, {}).get("untraced")
+        say(f"  {target}" + (f" (wrk, untraced: {statistics.median(client):.2f} of a core: "
+                             + ("client-bound, the ratio weighs the load generator's path"
+                                if statistics.median(client) >= 0.9 else "server-bound") + ")"
+                             if client else ""))
         ratios = {name: statistics.median(values) / base for name, values in by_tracer.items()}
         previous = None
         for name, values in by_tracer.items():
@@ -112,7 +159,11 @@ def report_observer(obs: dict[str, Any], baseline_name: str | None) -> list[str]
                 step = f"  step {ratios[name] - ratios[previous]:+.3f} ({STEPS[name]})"
             used = obs.get("tracer_cpu", {}).get(target, {}).get(name)
             own = f"  own CPU {statistics.median(used):.3f}" if used else ""
-            say(f"    {name:18s} {spread(values)}  ratio {ratios[name]:.3f}{own}{step}")
+            us = ""
+            if name in per_request and base_us is not None:
+                mine_us = statistics.median(per_request[name])
+                us = f"  {mine_us:5.1f} us/req ({mine_us - base_us:+5.1f})"
+            say(f"    {name:18s} {spread(values)}  ratio {ratios[name]:.3f}{us}{own}{step}")
             previous = name if name in STEPS or name == "untraced" else previous
         health = obs["herdtrace_health"].get(target, {})
         lost = health.get("herdtrace", [])
