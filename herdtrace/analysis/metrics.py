@@ -49,6 +49,13 @@ def peer_key(df: pd.DataFrame) -> np.ndarray:
 
 # match_accepts' result, for callers that need it in several places (compute it once).
 Match = tuple[pd.DataFrame, str | None]
+_MATCHED_COLUMNS = ["ts", "tid", "conn_id", "conn_ts", "accept_latency_ns"]
+
+
+def unmatched() -> Match:
+    """For a summary whose accept latency nobody reads (`top`, every interval):
+    matching accepts to connections is a third of summarize's time."""
+    return pd.DataFrame(columns=_MATCHED_COLUMNS), None
 
 
 def match_accepts(
@@ -62,9 +69,8 @@ def match_accepts(
     conn_id, conn_ts and accept_latency_ns, and the method used.
     """
     ok = accepts.loc[accepts["accepted"], ["ts", "tid", "has_peer", *PEER_KEY]]
-    cols = ["ts", "tid", "conn_id", "conn_ts", "accept_latency_ns"]
     if ok.empty or connections.empty:
-        return pd.DataFrame(columns=cols), None
+        return unmatched()
     conns = pd.DataFrame({"conn_ts": connections["ts"].to_numpy(),
                           "conn_id": connections["conn_id"].to_numpy(),
                           "peer": peer_key(connections)})
@@ -79,7 +85,7 @@ def match_accepts(
         rest = pd.concat([rest.iloc[: len(free)], free[["conn_id", "conn_ts"]]], axis=1)
     matched = pd.concat([by_peer, rest], ignore_index=True)
     matched["accept_latency_ns"] = (matched["ts"] - matched["conn_ts"]).astype(np.float64)
-    return matched[cols].sort_values("ts").reset_index(drop=True), method
+    return matched[_MATCHED_COLUMNS].sort_values("ts").reset_index(drop=True), method
 
 
 def basis_of(meta: RecordingMeta) -> str:

@@ -68,8 +68,9 @@ def observed_mode(listener: ListenerLike, part: Recording) -> str | None:
 
 
 def listener_row(listener: ListenerLike, part: Recording, interval_s: float) -> dict[str, Any]:
-    """One listener's line of `top --json` (its fields are analyze --json's)."""
-    s = metrics.summarize(part)
+    """One listener's line of `top --json` (its fields are analyze --json's; accept
+    latency is not among them)."""
+    s = metrics.summarize(part, metrics.unmatched())
     latency = s.wake_latency_us
     return {
         "addr": listener.addr,

@@ -66,6 +66,18 @@ def test_summary_worked_by_hand(rec: load.Recording) -> None:
     assert s.duration_s == 2.0 and s.lost_events == 0
 
 
+
+def test_small_tables_convert_as_large_ones_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables up to SMALL_TABLE_BYTES are converted in one go (top, every interval),
+    larger ones column by column: the frames must not tell which."""
+    path = two_connections().write(tmp_path / "two.parquet")
+    at_once = load.load_recording(path)
+    monkeypatch.setattr(load, "SMALL_TABLE_BYTES", -1)
+    by_column = load.load_recording(path)
+    for frame in ("wakeups", "accepts", "connections", "threads"):
+        pdt.assert_frame_equal(getattr(at_once, frame), getattr(by_column, frame), check_exact=True)
+
+
 def test_fifo_match_gives_the_same_latencies(tmp_path: Path) -> None:
     rec = load.load_recording(two_connections(peer=False).write(tmp_path / "fifo.parquet"))
     s = metrics.summarize(rec)
