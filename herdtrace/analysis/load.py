@@ -175,9 +175,10 @@ def as_codes(rg: pa.Table) -> pa.Table:
     return rg
 
 
-# Below this, a kind's table is converted in one go: `top` converts every interval,
+# Below this, a kind's table is converted in one go (the peak grows by at most this):
+# `top` converts every interval (50k records are ~4 MiB a kind),
 # and inserting columns one at a time costs ~3 ms a table whatever its size.
-SMALL_TABLE_BYTES = 64 << 20
+SMALL_TABLE_BYTES = 8 << 20
 
 
 def _take_pandas(tables: dict[Kind, pa.Table], kind: Kind) -> pd.DataFrame:
