@@ -49,6 +49,10 @@ def throughput(port: int, seconds: float) -> float:
     return measured_load(port, seconds).rps
 
 
+# wrk runs one thread: near a full core, it is what caps the throughput.
+CLIENT_BOUND_CORES = 0.9
+
+
 @dataclass(frozen=True)
 class Load:
     rps: float
@@ -131,7 +135,7 @@ def spread(values: list[float]) -> str:
 
 # The ablation's rows, in order, and what the step from the row before measures.
 STEPS = {"herdtrace empty-counting": "attaching what a counting script attaches",
-         "herdtrace empty": "attaching the attribution tracepoints too (the floor)",
+         "herdtrace empty": "attaching herdtrace's other tracepoints too (the floor)",
          "herdtrace filter": "filtering",
          "herdtrace state": "per-thread state", "herdtrace": "records, drain, writer"}
 
@@ -149,7 +153,8 @@ def report_observer(obs: dict[str, Any], baseline_name: str | None) -> list[str]
         client = obs.get("client_cores", {}).get(target, {}).get("untraced")
         say(f"  {target}" + (f" (wrk, untraced: {statistics.median(client):.2f} of a core: "
                              + ("client-bound, the ratio weighs the load generator's path"
-                                if statistics.median(client) >= 0.9 else "server-bound") + ")"
+                                if statistics.median(client) >= CLIENT_BOUND_CORES
+                                else "server-bound") + ")"
                              if client else ""))
         ratios = {name: statistics.median(values) / base for name, values in by_tracer.items()}
         previous = None

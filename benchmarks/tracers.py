@@ -15,6 +15,7 @@ from typing import IO
 
 from herdtrace.bench.runner import record_argv
 from herdtrace.collectors.targets import descendants
+from herdtrace.probes import program
 from herdtrace.probes.features import REQUIRED_TRACEPOINTS
 from herdtrace.workloads.pipes import lines_within
 from tests.integration.independent import script as counting_script
@@ -198,8 +199,7 @@ class PerfRecord(_Process):
                 "messages": lost[-3:]}
 
 
-# In the table's order: a counting script's tracepoints, then all of herdtrace's.
-ABLATIONS = ("empty-counting", "empty", "filter", "state")
+ABLATIONS = tuple(program.ABLATIONS)  # in the table's order
 
 
 def available(baselines: list[type[Herdtrace]]) -> list[type[Tracer]]:

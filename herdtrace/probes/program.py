@@ -18,12 +18,13 @@ SOURCE_PATH = Path(__file__).parent / "herd.bpf.c"
 FIX = "run `herdtrace doctor` (or `make setup`) for the fix"
 CAUSE_BASES = ("auto", "conn-state")
 RECEIVE_TRACEPOINT = "net:netif_receive_skb"  # ends a listener's run of wakeups
-ABLATIONS = ("empty", "filter", "state", "empty-counting")  # ABLATE_EMPTY = 1, ... in herd.bpf.c
+# bench-perf's ablation levels in its table's order, each with its ABLATE_* in herd.bpf.c.
+ABLATIONS = {"empty-counting": 4, "empty": 1, "filter": 2, "state": 3}
 # herdtrace's tracepoints a counting script does without (causes, thread following):
 # the "empty-counting" ablation leaves them out.
 BEYOND_COUNTING_TRACEPOINTS = ("sched:sched_switch", "sched:sched_process_fork",
-                           "sched:sched_process_exit", "sock:inet_sock_set_state",
-                           "sock:sk_data_ready", RECEIVE_TRACEPOINT)
+                               "sched:sched_process_exit", "sock:inet_sock_set_state",
+                               "sock:sk_data_ready", RECEIVE_TRACEPOINT)
 MAX_CONNS_LIMIT = 1 << 22  # 64 MiB of kernel memory at 16 bytes a connection
 
 
@@ -113,7 +114,7 @@ def plan(options: ProbeOptions) -> ProbePlan:
     if options.ablate is not None:
         if options.ablate not in ABLATIONS:
             raise HerdtraceError(f"ablation must be one of {', '.join(ABLATIONS)}, got {options.ablate!r}")
-        cflags.append(f"-DABLATE={ABLATIONS.index(options.ablate) + 1}")
+        cflags.append(f"-DABLATE={ABLATIONS[options.ablate]}")
     raw_sched, raw_net = raw_flags(cflags) if options.raw_tracepoints else (False, False)
     if raw_sched:
         methods["sched:sched_waking"] = methods["sched:sched_switch"] = "raw_tracepoint"
