@@ -316,9 +316,26 @@ def threads_frame(started: pd.DataFrame, exited: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("start_ts", kind="stable").reset_index(drop=True)
 
 
+def table_of_events(events: np.ndarray) -> pa.Table:
+    """Records as the ring gives them (schema.EVENT_DTYPE) -> a table as analysis reads
+    one (enum values, zeros, command names as bytes, as schema 1 stored them), with
+    no names encoded on the way in to be decoded on the way out (`top`, every
+    interval). Numbers are not copied."""
+    columns: dict[str, pa.Array] = {}
+    for f in STORED_FIELDS:
+        col = np.ascontiguousarray(events[f.name])
+        if f.name == "raddr":  # every byte counts: not a NUL-terminated string
+            columns[f.name] = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(col.dtype.itemsize), len(col), [None, pa.py_buffer(col.tobytes())])
+        else:
+            columns[f.name] = pa.array(col)
+    return pa.table(columns)
+
+
 def recording_from_table(table: pa.Table, meta: RecordingMeta, path: Path,
                          label: str) -> Recording:
-    """A Recording from events already in memory (`top`'s interval), as if loaded."""
+    """A Recording from events already in memory (`top`'s interval, a table of
+    stored rows or table_of_events'), as if loaded."""
     tables = split_kinds([table], table.schema, (Kind.WAKEUP, *_REST))
     wakeups = wakeups_frame(_take_pandas(tables, Kind.WAKEUP))
     return _recording(path, label, meta, wakeups, tables)

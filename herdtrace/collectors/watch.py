@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from herdtrace.analysis import load, per_listener
 from herdtrace.collectors import listeners, targets
 from herdtrace.collectors.bpf_collector import Recorder, thread_rows, total_misses
 from herdtrace.collectors.session import RecordOptions, RecordSummary, Sink
-from herdtrace.collectors.writer import events_to_batch
 from herdtrace.errors import HerdtraceError
 from herdtrace.metadata import RecordingMeta
 from herdtrace.probes import program
@@ -146,8 +144,7 @@ class Watcher(Recorder):
         meta = RecordingMeta(attribution=self.plan.attribution if self.plan else None,
                              start_monotonic_ns=start_ns, end_monotonic_ns=end_ns,
                              lost_events=lost, probe_misses=misses)
-        table = pa.Table.from_batches([events_to_batch(events)])
-        rec = load.recording_from_table(table, meta, Path("top"), "top")
+        rec = load.recording_from_table(load.table_of_events(events), meta, Path("top"), "top")
         elapsed = now - start_s
         rows = per_listener.by_listener(rec, self.listeners, elapsed)
         for row in rows:  # an idle listener keeps the wait it was last seen in
