@@ -240,6 +240,13 @@ def arrow_type(f: Field) -> pa.DataType:
     return pa.binary(n) if n else _ARROW[f.ctype]
 
 
+def fixed_size_binary(col: np.ndarray) -> pa.Array:
+    """A char[n] column of records (numpy S<n>) as Arrow fixed-size binary, every byte
+    kept (a peer address is not a NUL-terminated string, as numpy would read it)."""
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(col.dtype.itemsize), len(col),
+                                                [None, pa.py_buffer(col.tobytes())])
+
+
 def arrow_schema() -> pa.Schema:
     return pa.schema([pa.field(f.name, arrow_type(f), metadata={"doc": f.doc})
                       for f in STORED_FIELDS])

@@ -28,6 +28,7 @@ from herdtrace.schema import (
     Kind,
     Outcome,
     WaitCall,
+    fixed_size_binary,
     value_names,
 )
 from herdtrace.schema import CauseBasis as Basis
@@ -320,15 +321,11 @@ def table_of_events(events: np.ndarray) -> pa.Table:
     """Records as the ring gives them (schema.EVENT_DTYPE) -> a table as analysis reads
     one (enum values, zeros, command names as bytes, as schema 1 stored them), with
     no names encoded on the way in to be decoded on the way out (`top`, every
-    interval). Numbers are not copied."""
+    interval)."""
     columns: dict[str, pa.Array] = {}
     for f in STORED_FIELDS:
         col = np.ascontiguousarray(events[f.name])
-        if f.name == "raddr":  # every byte counts: not a NUL-terminated string
-            columns[f.name] = pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(col.dtype.itemsize), len(col), [None, pa.py_buffer(col.tobytes())])
-        else:
-            columns[f.name] = pa.array(col)
+        columns[f.name] = fixed_size_binary(col) if f.name == "raddr" else pa.array(col)
     return pa.table(columns)
 
 

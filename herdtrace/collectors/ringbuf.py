@@ -22,6 +22,7 @@ import mmap
 import numpy as np
 
 from herdtrace.errors import HerdtraceError
+from herdtrace.probes.program import power_of_two
 
 HEADER = 8
 BUSY = 1 << 31
@@ -31,7 +32,7 @@ LEN_MASK = DISCARD - 1
 
 class RingReader:
     def __init__(self, map_fd: int, data_size: int, dtype: np.dtype) -> None:
-        if data_size & (data_size - 1):
+        if not power_of_two(data_size):
             raise HerdtraceError(f"ring buffer size {data_size} is not a power of two")
         page = mmap.PAGESIZE
         self.dtype = dtype

@@ -18,6 +18,7 @@ from herdtrace.schema import (
     Kind,
     arrow_schema,
     column_docs,
+    fixed_size_binary,
     value_names,
 )
 
@@ -53,9 +54,7 @@ def events_to_batch(events: np.ndarray) -> pa.RecordBatch:
         elif pa.types.is_dictionary(af.type):
             arrays.append(_text(col))
         elif pa.types.is_fixed_size_binary(af.type):
-            arrays.append(
-                pa.FixedSizeBinaryArray.from_buffers(af.type, len(col), [None, pa.py_buffer(col.tobytes())])
-            )
+            arrays.append(fixed_size_binary(col))
         else:
             arrays.append(pa.array(col, type=af.type, mask=(col == 0) if f.zero_is_null else None))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

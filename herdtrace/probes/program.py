@@ -71,8 +71,12 @@ def largest_ringbuf_pages() -> int:
     return pages
 
 
+def power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
 def check_ringbuf_pages(pages: int) -> None:
-    if pages < 1 or pages & (pages - 1):
+    if not power_of_two(pages):
         raise HerdtraceError(f"--buffer-pages must be a power of two, got {pages}")
     largest = largest_ringbuf_pages()
     if pages > largest:
@@ -82,7 +86,7 @@ def check_ringbuf_pages(pages: int) -> None:
 
 
 def check_max_conns(n: int) -> None:
-    if n < CONN_WAYS or n > MAX_CONNS_LIMIT or n & (n - 1):
+    if n < CONN_WAYS or n > MAX_CONNS_LIMIT or not power_of_two(n):
         raise HerdtraceError(f"--max-conns must be a power of two from {CONN_WAYS} to "
                              f"{MAX_CONNS_LIMIT}, got {n}")
 

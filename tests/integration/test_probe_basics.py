@@ -30,7 +30,6 @@ def test_kernel_struct_matches_schema() -> None:
         bpf.cleanup()
 
 
-
 def _loaded(ablate: str) -> set[str]:
     bpf = program.load(program.plan(program.ProbeOptions(ringbuf_pages=8, ablate=ablate)))
     try:
