@@ -121,6 +121,13 @@ def at_revision(rev: str, tree: Path) -> type[Herdtrace]:
     return type(f"Herdtrace_{rev}", (Herdtrace,), {"name": f"herdtrace@{rev}", "tree": tree})
 
 
+class HerdtraceWithoutConnections(Herdtrace):
+    """herdtrace record --no-connections: no inet_sock_set_state probe."""
+
+    name = "herdtrace --no-connections"
+    extra = ("--no-connections",)
+
+
 class HerdtraceBesidePerf(Herdtrace):
     """herdtrace letting a concurrent perf record see the tracepoints (size run)."""
 
@@ -205,7 +212,8 @@ ABLATIONS = tuple(program.ABLATIONS)  # in the table's order
 def available(baselines: list[type[Herdtrace]]) -> list[type[Tracer]]:
     """In the order of the ablation table: untraced, the floor (empty programs), ...,
     herdtrace, then the tools it is compared with."""
-    found: list[type[Tracer]] = [Tracer, *(ablated(level) for level in ABLATIONS), Herdtrace, Top]
+    found: list[type[Tracer]] = [Tracer, *(ablated(level) for level in ABLATIONS), Herdtrace,
+                                 HerdtraceWithoutConnections, Top]
     found.extend(baselines)
     if shutil.which("bpftrace"):
         found.append(Bpftrace)

@@ -171,7 +171,8 @@ FIELDS: tuple[Field, ...] = (
           zero_is_null=True),
     Field("sk", "u64", "wakeup: keyed hash of the socket that became ready; conn: of the child",
           zero_is_null=True),
-    Field("conn_id", "u64", "conn: its id; wakeup: the connection that caused it (null: unknown)",
+    Field("conn_id", "u64", "conn: its id; wakeup: the connection that caused it (null: unknown; "
+          "record --no-connections: one id per listener readiness, with no conn row)",
           zero_is_null=True),
     Field("tid", "u32", "thread the record is about"),
     Field("tgid", "u32", "its process"),

@@ -95,6 +95,12 @@ def basis_of(meta: RecordingMeta) -> str:
     return "listener" if known else "all-wakeups"
 
 
+def connections_followed(meta: RecordingMeta) -> bool:
+    """Whether the recorder followed accepted connections (`record --no-connections`
+    did not: no connection records, accept latency or peers)."""
+    return meta.probe_options.get("connections", True) is not False
+
+
 def herd_basis(rec: Recording) -> str:
     return basis_of(rec.meta)
 
@@ -245,6 +251,7 @@ class Summary:
     duration_s: float | None
     threads: int
     connections: int
+    connections_followed: bool  # False: recorded with --no-connections (no conn records)
     accepts: int  # accept() calls that returned a connection
     eagain: int  # accept() calls that returned EAGAIN
     wakeups: int
@@ -294,6 +301,7 @@ def summarize(rec: Recording, match: Match | None = None) -> Summary:
         duration_s=rec.duration_s,
         threads=len(rec.threads),
         connections=len(rec.connections),
+        connections_followed=connections_followed(rec.meta),
         accepts=accepts,
         eagain=eagain,
         wakeups=len(w),

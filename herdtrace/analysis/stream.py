@@ -296,7 +296,8 @@ def _summary(path: Path, p: Partial, meta: RecordingMeta, label: str | None) -> 
     assert list(causes) == list(CAUSES.categories) and list(outcomes) == list(OUTCOMES.categories)
     return metrics.Summary(
         file=str(path), label=label or meta.label or path.stem, duration_s=meta.duration_s,
-        threads=len(p.threads), connections=p.connections, accepts=p.accepts, eagain=p.eagain,
+        threads=len(p.threads), connections=p.connections,
+        connections_followed=metrics.connections_followed(meta), accepts=p.accepts, eagain=p.eagain,
         wakeups=wakeups, wakeups_per_accept=ratio(wakeups, p.accepts),
         herd_factor=ratio(n_herd, p.accepts), herd_factor_basis=basis,
         threads_woken_per_connection=ratio(p.pairs, p.woken_connections),

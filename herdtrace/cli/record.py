@@ -40,6 +40,7 @@ def record_command(
     cause_basis: Annotated[str, typer.Option(help="How listener wakeups are recognised: auto (sock:sk_data_ready where the kernel has it, Linux 6.6+; else the connection-state rule) or conn-state (force the rule every kernel since 4.16 supports).")] = "auto",
     ablate: Annotated[str | None, typer.Option(hidden=True, help="bench-perf only: empty, filter, state or empty-counting (records nothing).")] = None,
     cross_check_causes: Annotated[bool, typer.Option("--cross-check-causes", help="Run the connection-state rule beside sk_data_ready and keep its verdict per wakeup (column conn_state_listener in analysis), to compare the two.")] = False,
+    no_connections: Annotated[bool, typer.Option("--no-connections", help="Do not follow accepted connections (no sock:inet_sock_set_state probe, the costliest per request): listener wakeups, herd factor, EAGAINs and absorbed wakeups as usual; no connection records, no accept latency, no peer. Needs sk_data_ready (Linux 6.6+).")] = False,
 ) -> None:
     """Record every wakeup of the target's threads, with its cause and outcome.
 
@@ -59,7 +60,7 @@ def record_command(
     check_suffix(out, (".parquet",), force, "a recording")
     probe = program.ProbeOptions(ringbuf_pages=buffer_pages, max_conns=max_conns, let_perf_see=let_perf_see,
                                  cause_basis=cause_basis, cross_check_causes=cross_check_causes,
-                                 ablate=ablate)
+                                 ablate=ablate, connections=not no_connections)
     if print_bpf:
         typer.echo(program.source_text(program.plan(probe)))
         return

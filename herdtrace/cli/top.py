@@ -83,7 +83,10 @@ def top_command(
         check_suffix(output, (".parquet",), force, "a recording")
     opts = TopOptions(interval_s=interval, count=count, ports=tuple(port or ()),
                       pids=tuple(pid or ()), output=output, force=force,
-                      probe=program.ProbeOptions(ringbuf_pages=buffer_pages))
+                      # Its rows need no connection records: where the kernel can tell
+                      # listener wakeups without them, top leaves their probe out.
+                      probe=program.ProbeOptions(ringbuf_pages=buffer_pages,
+                                                 connections=not program.connections_optional()))
     def show(report: Interval) -> None:
         if as_json:
             typer.echo(json.dumps(report.to_json()))

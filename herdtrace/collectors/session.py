@@ -63,7 +63,7 @@ class RecordSummary:
     wakeups: int
     accepts: int
     accept_eagain: int
-    connections: int
+    connections: int | None  # None: not followed (--no-connections)
     threads: int
     lost_events: int
     probe_misses: int | None
@@ -73,9 +73,10 @@ class RecordSummary:
     conns_evicted: int = 0
 
     def line(self) -> str:
+        conns = "connections not followed" if self.connections is None else f"{self.connections} connections"
         return (
             f"{DONE_LINE} {self.duration_s:.1f}s: {self.wakeups} wakeups, {self.accepts} accepts, "
-            f"{self.accept_eagain} EAGAINs, {self.connections} connections, "
+            f"{self.accept_eagain} EAGAINs, {conns}, "
             f"lost {self.lost_events}, probe misses "
             f"{'unknown' if self.probe_misses is None else self.probe_misses} -> {self.output}"
         )
@@ -143,7 +144,8 @@ class Sink:
         return RecordSummary(
             output=opts.output, duration_s=duration_s,
             wakeups=int(t.by_kind[Kind.WAKEUP]), accepts=t.accepts, accept_eagain=t.eagain,
-            connections=int(t.by_kind[Kind.CONN]), threads=int(t.by_kind[Kind.THREAD]),
+            connections=int(t.by_kind[Kind.CONN]) if opts.probe.connections else None,
+            threads=int(t.by_kind[Kind.THREAD]),
             lost_events=lost, probe_misses=probe_misses, rows=self.rows, stop_reason=reason,
         )
 

@@ -19,7 +19,8 @@
 // RINGBUF_PAGES, PID_MAX, MAX_THREADS, MAX_CONNS, CAUSE_WINDOW_NS,
 // CONN_WINDOW_NS, SK_KEY, TP_RETURN, HAVE_SK_DATA_READY (absent: the connection-state
 // rule decides listener wakeups alone), CONN_STATE_CHECK (run that rule beside
-// sk_data_ready, its verdict in a flag), HAVE_EPOLL_PWAIT2.
+// sk_data_ready, its verdict in a flag), HAVE_EPOLL_PWAIT2, NO_CONNECTIONS (with
+// HAVE_SK_DATA_READY and RAW_NET: no inet_sock_set_state; see ready_cause_of).
 #include <uapi/linux/ptrace.h>
 #include <linux/signal.h>  // sigset_t, in the generated args of epoll_pwait/ppoll/pselect6
 #include "herd_event.h"
@@ -36,6 +37,8 @@
 #ifndef MAX_CONNS
 #define MAX_CONNS 65536  // accepted sockets remembered at once: a power of two
 #endif
+#define CPU_ID_BITS 10
+#define CPU_ID_MASK ((1 << CPU_ID_BITS) - 1)
 #define CONN_WAYS HERD_CONN_WAYS  // a socket's place is one of these in its set
 #if MAX_CONNS < CONN_WAYS || (MAX_CONNS & (MAX_CONNS - 1))
 #error MAX_CONNS must be a power of two, at least CONN_WAYS
@@ -79,6 +82,9 @@
 #define ONLY_ATTACHED() if (ABLATE == ABLATE_EMPTY || ABLATE == ABLATE_EMPTY_COUNTING) return TP_RETURN
 #define BEYOND_COUNTING (ABLATE != ABLATE_EMPTY_COUNTING)
 #define ONLY_FILTERED(...) if (ABLATE == ABLATE_FILTER) return __VA_ARGS__
+#if defined(NO_CONNECTIONS) && (!defined(HAVE_SK_DATA_READY) || !defined(RAW_NET) || defined(CONN_STATE_CHECK))
+#error NO_CONNECTIONS decides causes from sk_data_ready and the socket's own state alone
+#endif
 
 #ifndef SK_KEY
 #define SK_KEY 0x5bd1e995ULL
@@ -154,6 +160,7 @@ struct net_cause {
     u64 ready_waker;
     u16 conn_port;
     u16 ready_port;
+    u64 ready_seq;      // listener readiness events numbered on this CPU (NO_CONNECTIONS)
     u8 ready_cause;     // NONE: not decided yet (see ready_cause_of)
     u8 conn_used;       // the connection has already been tied to its listener
 };
@@ -536,6 +543,37 @@ static __always_inline u8 ready_cause_of(struct net_cause *c) {
     if (c->ready_cause != HERD_CAUSE_NONE)
         return c->ready_cause;
     u64 skaddr = c->ready_raw;
+#ifdef NO_CONNECTIONS
+    // No connection table: a listening socket is read as such, and each of its
+    // readiness events (one per child queued: tcp_child_process) gets the next
+    // connection id; a socket on a traced listener's port is one of its connections.
+    const u8 *raw = (const u8 *)skaddr;
+    u8 state = 0;
+    u16 port = 0;
+#if SK_STATE_OFF > SK_NUM_OFF && SK_STATE_OFF - SK_NUM_OFF < 8
+    // Both in one read (a helper call each costs more than the bytes).
+    u8 near[8] = {};
+    bpf_probe_read_kernel(near, sizeof(near), raw + SK_NUM_OFF);
+    __builtin_memcpy(&port, near, sizeof(port));
+    state = near[SK_STATE_OFF - SK_NUM_OFF];
+#else
+    bpf_probe_read_kernel(&state, sizeof(state), raw + SK_STATE_OFF);
+    bpf_probe_read_kernel(&port, sizeof(port), raw + SK_NUM_OFF);
+#endif
+    c->ready_sk = sk_id(raw);
+    if (state == ST_LISTEN) {
+        // Ids from this CPU's own count (no shared counter to contend for): unique
+        // per recording, below the 2^40 analysis adds per combined recording.
+        c->ready_cause = HERD_CAUSE_LISTENER;
+        c->ready_conn = (++c->ready_seq << CPU_ID_BITS) | (bpf_get_smp_processor_id() & CPU_ID_MASK);
+        c->ready_port = port;
+    } else {
+        c->ready_cause = listen_ports.lookup(&port) ? HERD_CAUSE_CONNECTION : HERD_CAUSE_SOCKET;
+        c->ready_conn = 0;
+        c->ready_port = 0;
+    }
+    return c->ready_cause;
+#endif
     struct conn_slot *conn = conn_find(skaddr);
     c->ready_cause = conn ? HERD_CAUSE_CONNECTION : HERD_CAUSE_SOCKET;
     c->ready_sk = sk_id((const void *)skaddr);
@@ -933,7 +971,7 @@ static __always_inline void on_state(struct sock_change *s) {
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
-#if BEYOND_COUNTING
+#if BEYOND_COUNTING && !defined(NO_CONNECTIONS)
 #ifdef RAW_NET
 // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
 RAW_TRACEPOINT_PROBE(inet_sock_set_state) {
@@ -966,14 +1004,24 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
 #endif
 #endif
 
-#ifdef WITH_CONN_STATE_RULE
+#if defined(WITH_CONN_STATE_RULE) || defined(NO_CONNECTIONS)
 // A packet is being received on this CPU: it ends the listener's run of wakeups.
+// Without connections followed, it also ends the last readable socket's: what the
+// packet wakes next is its own doing (a peer's FIN wakes through sk_state_change,
+// which has no tracepoint), not that socket's.
 static __always_inline void on_receive(void) {
     int zero = 0;
     struct net_cause *c = cause.lookup(&zero);
     ONLY_FILTERED();
-    if (c && c->chain_ts)
+    if (!c)
+        return;
+#ifdef NO_CONNECTIONS
+    if (c->ready_ts)
+        c->ready_ts = 0;
+#else
+    if (c->chain_ts)
         c->chain_ts = 0;
+#endif
 }
 
 #if BEYOND_COUNTING
@@ -1021,6 +1069,10 @@ static __always_inline void on_data_ready(const void *sk) {
     c->ready_ts = now;
     c->ready_waker = id;
     c->ready_raw = skaddr;
+#ifdef NO_CONNECTIONS
+    c->ready_cause = HERD_CAUSE_NONE;  // decided by ready_cause_of, from the socket itself
+    return;
+#endif
     if (c->conn_ts && now - c->conn_ts < CONN_WINDOW_NS && c->conn_waker == id &&
         !c->conn_used && skaddr != c->conn_sk && is_listening(sk)) {
         // Just after a child was established, by the same task on this CPU: its

@@ -66,7 +66,7 @@ struct herd_event {
     u64 oncpu_ts; /* wakeup: first switch onto a CPU after waking (null: not seen) */
     u64 ret_ts; /* wakeup: return of the woken wait syscall (null: absorbed) */
     u64 sk; /* wakeup: keyed hash of the socket that became ready; conn: of the child */
-    u64 conn_id; /* conn: its id; wakeup: the connection that caused it (null: unknown) */
+    u64 conn_id; /* conn: its id; wakeup: the connection that caused it (null: unknown; record --no-connections: one id per listener readiness, with no conn row) */
     u32 tid; /* thread the record is about */
     u32 tgid; /* its process */
     u32 other_tid; /* wakeup: waker thread; thread: parent thread */

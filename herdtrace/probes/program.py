@@ -42,6 +42,11 @@ class ProbeOptions:
     # Also run the connection-state rule beside sk_data_ready and keep its verdict in
     # each wakeup's flags (Flag.CONN_STATE_LISTENER), to check one against the other.
     cross_check_causes: bool = False
+    # Follow accepted connections (sock:inet_sock_set_state): connection records with
+    # their peers, accept latency, each wakeup's connection. False leaves that probe
+    # out, the costliest per request, and tells listener wakeups from the listening
+    # socket's own state (needs sk_data_ready and the kernel's BTF).
+    connections: bool = True
     # bench-perf's ablation: "empty", "filter" or "state" (see ABLATE in herd.bpf.c).
     ablate: str | None = None
     # Raw tracepoints for the hottest probes where the running kernel's BTF gives the
@@ -138,9 +143,35 @@ def plan(options: ProbeOptions) -> ProbePlan:
             raise HerdtraceError(f"missing tracepoint {RECEIVE_TRACEPOINT} (the connection-state "
                                  f"rule needs it): {FIX}")
         methods[RECEIVE_TRACEPOINT] = "raw_tracepoint" if raw_net else "tracepoint"
+    if not options.connections:
+        check_without_connections(options, attribution, raw_net)
+        cflags.append("-DNO_CONNECTIONS")
+        del methods["sock:inet_sock_set_state"]
+        methods[RECEIVE_TRACEPOINT] = "raw_tracepoint"  # ends a readable socket's wakeups
     if options.ablate == "empty-counting":
         methods = {tp: how for tp, how in methods.items() if tp not in BEYOND_COUNTING_TRACEPOINTS}
     return ProbePlan(cflags=tuple(cflags), methods=methods, attribution=attribution)
+
+
+def connections_optional() -> bool:
+    """Whether this kernel can tell listener wakeups without following connections
+    (--no-connections): sk_data_ready, and the BTF to read a socket's state."""
+    return features.tracepoint_exists("sock:sk_data_ready") and raw_flags([])[1]
+
+
+def check_without_connections(options: ProbeOptions, attribution: str, raw_net: bool) -> None:
+    """--no-connections decides listener wakeups from sk_data_ready and the socket's
+    state, read at the running kernel's offsets: it needs both."""
+    if options.cause_basis != "auto" or options.cross_check_causes:
+        raise HerdtraceError("--no-connections works with sk_data_ready alone: drop "
+                             "--cause-basis conn-state and --cross-check-causes")
+    if attribution != "sk_data_ready":
+        raise HerdtraceError("--no-connections needs tracepoint sock:sk_data_ready "
+                             "(Linux 6.6+), which this kernel lacks")
+    if not raw_net:
+        raise HerdtraceError("--no-connections reads a socket's state at offsets from the "
+                             "kernel's BTF (/sys/kernel/btf/vmlinux), which is not usable "
+                             "here: " + FIX)
 
 
 # Raw tracepoints used, and the arguments each must hand over (checked in the BTF).

@@ -42,10 +42,11 @@ def _pct(d: dict[str, float] | None, key: str) -> str:
     return "-" if not d else f"{d[key]:.1f}"
 
 
+NOT_FOLLOWED = "not followed (--no-connections)"
 ROWS: tuple[tuple[str, Callable[[Summary], str]], ...] = (
     ("duration s", lambda s: _num(s.duration_s, "{:.1f}")),
     ("threads traced", lambda s: str(s.threads)),
-    ("connections", lambda s: str(s.connections)),
+    ("connections", lambda s: str(s.connections) if s.connections_followed else NOT_FOLLOWED),
     ("accepted", lambda s: str(s.accepts)),
     ("accept EAGAIN", lambda s: str(s.eagain)),
     ("herd factor (listener wakeups / accept)", lambda s: _num(s.herd_factor) + _basis(s)),
@@ -60,7 +61,8 @@ ROWS: tuple[tuple[str, Callable[[Summary], str]], ...] = (
     ("wake latency p99 µs", lambda s: _pct(s.wake_latency_us, "p99")),
     ("accept latency p50 µs", lambda s: _pct(s.accept_latency_us, "p50")),
     ("accept latency p99 µs", lambda s: _pct(s.accept_latency_us, "p99")),
-    ("accept latency match", lambda s: s.accept_latency_match or "-"),
+    ("accept latency match", lambda s: s.accept_latency_match
+     or ("-" if s.connections_followed else NOT_FOLLOWED)),
     ("workers (threads waiting on the listener)", lambda s: str(len(s.accepts_per_thread))),
     ("fairness (Jain)", lambda s: _num(s.fairness_jain, "{:.3f}")),
     ("largest share", lambda s: _num(s.max_share, "{:.1%}")),

@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from herdtrace.analysis import load
+from herdtrace.errors import HerdtraceError
 from herdtrace.probes import program
 from herdtrace.schema import EVENT_DTYPE, FIELDS
 
@@ -30,8 +33,9 @@ def test_kernel_struct_matches_schema() -> None:
         bpf.cleanup()
 
 
-def _loaded(ablate: str) -> set[str]:
-    bpf = program.load(program.plan(program.ProbeOptions(ringbuf_pages=8, ablate=ablate)))
+def _loaded(ablate: str | None = None, connections: bool = True) -> set[str]:
+    options = program.ProbeOptions(ringbuf_pages=8, ablate=ablate, connections=connections)
+    bpf = program.load(program.plan(options))
     try:
         return {name.decode() for name in bpf.funcs}
     finally:
@@ -50,6 +54,27 @@ def test_the_counting_ablation_attaches_only_what_a_counting_script_does() -> No
     assert any(name.endswith("sched_waking") for name in counting)
     assert any(name.endswith("sys_exit_accept4") for name in counting)
     assert any(name.endswith("sys_enter_epoll_wait") for name in counting)
+
+
+def test_without_connections_the_state_probe_is_left_out() -> None:
+    """--no-connections: no inet_sock_set_state; a received packet ends a readable
+    socket's wakeups instead (net:netif_receive_skb). The rest is as recorded."""
+    full, light = _loaded(), _loaded(connections=False)
+    assert any(name.endswith("inet_sock_set_state") for name in full)
+    assert not any(name.endswith("inet_sock_set_state") for name in light)
+    assert {name for name in light - full} == {name for name in light if name.endswith("netif_receive_skb")}
+    assert len(light - full) == 1
+    assert full - light == {name for name in full if name.endswith("inet_sock_set_state")}
+    plan = program.plan(program.ProbeOptions(connections=False))
+    assert "sock:inet_sock_set_state" not in plan.methods
+    assert plan.methods["net:netif_receive_skb"] == "raw_tracepoint"
+    assert plan.attribution == "sk_data_ready"
+
+
+@pytest.mark.parametrize("options", [{"cause_basis": "conn-state"}, {"cross_check_causes": True}])
+def test_without_connections_refuses_the_connection_state_rule(options: dict[str, object]) -> None:
+    with pytest.raises(HerdtraceError, match="--no-connections works with sk_data_ready alone"):
+        program.plan(program.ProbeOptions(connections=False, **options))  # type: ignore[arg-type]
 
 
 def test_sees_the_wakeups_of_a_started_process(tmp_path: Path) -> None:

@@ -148,6 +148,44 @@ def test_forced_conn_state_rule_gives_the_same_herd(tmp_path: Path) -> None:
     assert summary.herd_factor is not None and low <= summary.herd_factor <= high, summary
 
 
+@pytest.mark.parametrize("name", list(SERVERS))
+def test_without_connections_the_herd_is_the_same(tmp_path: Path, name: str) -> None:
+    """`record --no-connections` beside a full recording of the same server in the
+    same window (and bpftrace): the same listener wakeups, herd factor and threads
+    woken per connection; what it gives up is the connections themselves."""
+    factory, (low, high), _ = SERVERS[name]
+    with factory(tmp_path) as server:
+        full = RecordingProcess(server.pid, tmp_path / "full.parquet")
+        light = RecordingProcess(server.pid, tmp_path / "light.parquet", ("--no-connections",))
+        counter = BpftraceCounter(server.pids(), tmp_path)
+        try:
+            ab(server.port, REQUESTS)
+        finally:
+            counts = counter.stop()
+            for rec in (light, full):
+                rec.interrupt()
+                rec.wait()
+    whole, part = (load.load_recording(tmp_path / f"{f}.parquet") for f in ("full", "light"))
+    a, b = metrics.summarize(whole), metrics.summarize(part)
+    assert close(in_window(part, counts)["accepts"], counts.accepts, 0.005)
+    assert close(in_window(part, counts)["eagain"], counts.eagain, 0.005)
+    assert b.lost_events == 0 and b.accepts == REQUESTS
+    assert b.herd_factor_basis == "listener"
+    assert b.herd_factor is not None and low <= b.herd_factor <= high, b
+    # Listener wakeups are told from the listening socket's own state: the same ones.
+    assert b.listener_wakeups == a.listener_wakeups
+    assert b.listener_outcomes == a.listener_outcomes
+    assert b.threads_woken_per_connection == a.threads_woken_per_connection
+    # A peer's FIN wakes through sk_state_change, seen only by inet_sock_set_state:
+    # such wakeups are "other" here, never another cause.
+    moved = a.wakeup_causes["connection"] - b.wakeup_causes["connection"]
+    assert moved >= 0 and b.wakeup_causes["socket"] <= a.wakeup_causes["socket"]
+    assert part.connections.empty and not whole.connections.empty
+    assert b.accept_latency_us is None and b.accept_latency_match is None
+    assert "sock:inet_sock_set_state" not in part.meta.probes
+    assert part.meta.probe_options["connections"] is False
+
+
 def test_no_duplicate_or_torn_rows_at_saturation(tmp_path: Path) -> None:
     factory, _, _ = SERVERS["nginx-accept-mutex-off"]
     rec, counts = record_beside_bpftrace(tmp_path, factory, 20000, concurrency=16)
