@@ -16,7 +16,8 @@ from herdtrace.workloads.loadgen import LoadOptions, LoadResult, run_load
 
 
 def record_lab_command(
-    tmp: Path, mode: str, threads: bool, connections: int = 1000, workers: int = 4
+    tmp: Path, mode: str, threads: bool, connections: int = 1000, workers: int = 4,
+    extra: tuple[str, ...] = (),
 ) -> tuple[Path, GroundTruth, LoadResult, str]:
     out = tmp / f"{mode}-cmd.parquet"
     stats = tmp / f"{mode}-truth.json"
@@ -24,8 +25,8 @@ def record_lab_command(
              str(workers), "--port", "0", "--stats", str(stats)]
     if threads:
         serve.append("--threads")
-    proc = subprocess.Popen([sys.executable, "-m", "herdtrace", "record", "-o", str(out), "--",
-                             *serve], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "herdtrace", "record", "-o", str(out), *extra,
+                             "--", *serve], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     deadline = time.monotonic() + 60
     info = None

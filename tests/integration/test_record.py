@@ -29,7 +29,7 @@ def check_against_truth(path: Path, truth_accepts: int, truth_eagain: int,
     assert summary.lost_events == 0
     assert summary.accepts == truth_accepts == CONNECTIONS
     assert summary.eagain == truth_eagain
-    assert summary.connections == CONNECTIONS
+    assert summary.connections == (CONNECTIONS if summary.connections_followed else 0)
     per_accept = summary.herd_factor
     assert per_accept is not None and summary.herd_factor_basis == "listener"
     if mode in HERD_FLOOR:
@@ -51,6 +51,26 @@ def test_record_by_pid_matches_ground_truth(tmp_path: Path, mode: str, threads: 
     # Workers are the threads that waited; with threads they share one process.
     assert len(summary.accepts_per_thread) == 4
     assert sum(summary.accepts_per_thread.values()) == CONNECTIONS
+
+
+@pytest.mark.parametrize("mode", ["epoll-shared", "select-shared", "accept-blocking"])
+def test_without_connections_a_started_lab_matches_ground_truth(tmp_path: Path, mode: str) -> None:
+    """--no-connections from the server's first instruction: its listen() comes after
+    the probes, and listener wakeups are told from the socket alone."""
+    path, truth, result, err = record_lab_command(tmp_path, mode, False, CONNECTIONS,
+                                                  extra=("--no-connections",))
+    assert result.completed == CONNECTIONS and result.errors == 0
+    summary = check_against_truth(path, truth.accepts, truth.eagain, mode)
+    assert not summary.connections_followed
+    assert "connections not followed" in err
+    assert summary.accept_latency_us is None
+    # Nearly every accept came out of a listener wakeup (a worker still awake takes
+    # the odd one without), each readiness with its own id.
+    assert summary.listener_outcomes is not None
+    assert summary.listener_outcomes["accepted"] >= 0.9 * CONNECTIONS
+    assert summary.threads_woken_per_connection is not None
+    if mode in HERD_FLOOR:
+        assert summary.threads_woken_per_connection > HERD_FLOOR[mode]
 
 
 @pytest.mark.parametrize("threads", [False, True], ids=["processes", "threads"])

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from herdtrace.analysis import load, metrics
 from herdtrace.cli import app
+from herdtrace.collectors.session import RecordSummary
 from herdtrace.collectors.writer import events_to_batch
 from herdtrace.errors import HerdtraceError
 from herdtrace.metadata import RecordingMeta
@@ -346,3 +347,33 @@ def test_combining_labels_across_folders_warns(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "label epoll-shared combines recordings from one-at-a-time, saturate" in result.stderr
     assert json.loads(result.stdout)["labels"][0]["accepts"] == 4
+
+
+def test_a_recording_without_connections_says_so(tmp_path: Path) -> None:
+    """record --no-connections: no conn rows; listener wakeups carry the id of their
+    listener readiness, so the herd figures are as with connections followed."""
+    b = Builder().thread(10, 10, 1, "srv").thread(11, 11, 10, "w").thread(12, 12, 10, "w")
+    b.wakeup(1100, 11, A, oncpu=1150, conn_id=1 << 10, accepts=1)
+    b.wakeup(1105, 12, AB, oncpu=1300, conn_id=1 << 10)
+    b.wakeup(2100, 11, E, oncpu=2200, conn_id=(2 << 10) | 1, eagains=1)
+    b.wakeup(2101, 12, A, oncpu=2150, conn_id=(2 << 10) | 1, accepts=1)
+    b.accept(1200, 11, 5, rport=40001).accept(2160, 12, 6, rport=40002).accept(2250, 11, -11)
+    path = b.write(tmp_path / "light.parquet", probe_options={"connections": False})
+    s = metrics.summarize(load.load_recording(path))
+    whole = metrics.summarize(load.load_recording(two_connections().write(tmp_path / "two.parquet")))
+    assert not s.connections_followed and whole.connections_followed
+    assert (s.connections, s.accept_latency_us, s.accept_latency_match) == (0, None, None)
+    assert (s.herd_factor, s.threads_woken_per_connection, s.listener_outcomes) == (
+        whole.herd_factor, whole.threads_woken_per_connection, whole.listener_outcomes)
+    for streamed in ([], ["--stream"]):
+        table = runner.invoke(app, ["analyze", *streamed, str(path)])
+        assert table.exit_code == 0 and table.output.count("not followed (--no-connections)") == 2
+    as_json = json.loads(runner.invoke(app, ["analyze", "--json", str(path)]).output)
+    assert as_json["recordings"][0]["connections_followed"] is False
+
+
+def test_the_record_summary_line_says_connections_were_not_followed(tmp_path: Path) -> None:
+    line = RecordSummary(output=tmp_path / "x.parquet", duration_s=1.0, wakeups=3, accepts=2,
+                         accept_eagain=1, connections=None, threads=2, lost_events=0,
+                         probe_misses=0, rows=7, stop_reason="signal").line()
+    assert "2 accepts, 1 EAGAINs, connections not followed, lost 0" in line
