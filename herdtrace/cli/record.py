@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import signal
@@ -31,7 +32,7 @@ def record_command(
     output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", show_default=False, help="Recording file [default: herdtrace-YYYYmmdd-HHMMSS.parquet].")] = None,
     duration: Annotated[float | None, typer.Option("--duration", "-d", metavar="SECONDS", show_default=False, help="Seconds to record [default: until Ctrl-C/SIGTERM or the target exits].")] = None,
     buffer_pages: Annotated[int, typer.Option(metavar="PAGES", help="Ring buffer size in pages (a power of two).")] = 4096,
-    max_conns: Annotated[int, typer.Option(metavar="N", help="Accepted connections the kernel remembers at once, to tie their wakeups to them (a power of two).")] = 65536,
+    max_conns: Annotated[int | None, typer.Option(metavar="N", show_default=False, help="Accepted connections the kernel remembers at once, to tie their wakeups to them (a power of two) [default: 65536].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output file, or write one not named .parquet.")] = False,
     label: Annotated[str | None, typer.Option(help="Label for analysis, e.g. the mode [default: file name].")] = None,
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
@@ -58,9 +59,14 @@ def record_command(
 
     out = output or default_output()
     check_suffix(out, (".parquet",), force, "a recording")
-    probe = program.ProbeOptions(ringbuf_pages=buffer_pages, max_conns=max_conns, let_perf_see=let_perf_see,
+    if no_connections and max_conns is not None:
+        raise HerdtraceError("--max-conns sizes the table of followed connections: "
+                             "it has no effect with --no-connections")
+    probe = program.ProbeOptions(ringbuf_pages=buffer_pages, let_perf_see=let_perf_see,
                                  cause_basis=cause_basis, cross_check_causes=cross_check_causes,
                                  ablate=ablate, connections=not no_connections)
+    if max_conns is not None:
+        probe = dataclasses.replace(probe, max_conns=max_conns)
     if print_bpf:
         typer.echo(program.source_text(program.plan(probe)))
         return

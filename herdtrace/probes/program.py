@@ -108,7 +108,8 @@ def plan(options: ProbeOptions) -> ProbePlan:
         f"-I{HEADER_PATH.parent}",
         f"-DRINGBUF_PAGES={options.ringbuf_pages}",
         f"-DMAX_THREADS={options.max_threads}",
-        f"-DMAX_CONNS={options.max_conns}",
+        # Without connections followed the table is never used: its smallest size.
+        f"-DMAX_CONNS={options.max_conns if options.connections else CONN_WAYS}",
         f"-DPID_MAX={features.pid_max()}",
         f"-DCAUSE_WINDOW_NS={options.cause_window_ns}",
         f"-DCONN_WINDOW_NS={options.conn_window_ns}",

@@ -34,6 +34,12 @@ def test_record_no_such_pid(tmp_path: Path) -> None:
     assert "no such process: 999999999" in line
 
 
+def test_record_max_conns_means_nothing_without_connections(tmp_path: Path) -> None:
+    line = fails_with(["record", "--no-connections", "--max-conns", "8", "--pid", "1",
+                       "-o", str(tmp_path / "x.parquet")])
+    assert "--max-conns" in line and "no effect with --no-connections" in line
+
+
 def test_record_needs_a_target(tmp_path: Path) -> None:
     assert "--pid" in fails_with(["record", "-o", str(tmp_path / "x.parquet")])
 
