@@ -314,17 +314,23 @@ def wait_child(pid: int, timeout: float) -> bool:
 def serve(opts: ServerOptions, stats_path: Path | None = None) -> GroundTruth:
     """Run in the foreground until SIGINT/SIGTERM; return (and write) the ground truth."""
     handled = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, handled)
-    server = Server(opts)
-    joins = server.start_workers()
-    print(json.dumps({"ready": True, "pid": os.getpid(), "port": server.port,
-                      "mode": opts.mode, "workers": opts.workers, "threads": opts.threads}),
-          flush=True)
-    print(f"herdtrace lab: {opts.mode}, {opts.workers} "
-          f"{'threads' if opts.threads else 'processes'} on {opts.host}:{server.port} "
-          "(Ctrl-C to stop)", file=sys.stderr, flush=True)
-    signal.sigwait(handled)
-    server.stop()
+    # Blocked before the workers start, so that they inherit it; unblocked again on
+    # the way out, error or not: a caller in the same process (a test, a library
+    # user) would otherwise pass the block on to every process it starts later.
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+    try:
+        server = Server(opts)
+        joins = server.start_workers()
+        print(json.dumps({"ready": True, "pid": os.getpid(), "port": server.port,
+                          "mode": opts.mode, "workers": opts.workers, "threads": opts.threads}),
+              flush=True)
+        print(f"herdtrace lab: {opts.mode}, {opts.workers} "
+              f"{'threads' if opts.threads else 'processes'} on {opts.host}:{server.port} "
+              "(Ctrl-C to stop)", file=sys.stderr, flush=True)
+        signal.sigwait(handled)
+        server.stop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
     stuck = [i for i, join in enumerate(joins) if not join(STOP_TIMEOUT_S)]
     truth = server.truth(tuple(stuck))
     if stats_path is not None:

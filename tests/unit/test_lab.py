@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -84,6 +85,19 @@ def one_line_error(args: list[str]) -> str:
     assert len(lines) == 1, result.output
     assert "Traceback" not in result.output
     return lines[0]
+
+
+def test_a_refused_serve_leaves_the_signal_mask_as_it_was() -> None:
+    """`lab serve` blocks SIGINT/SIGTERM to wait for them; a serve that fails (the port
+    in use) must not leave them blocked in its caller: every process the caller
+    started afterwards inherited the block (bpftrace then ignored Ctrl-C)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        line = one_line_error(["lab", "serve", "--port", str(taken.getsockname()[1])])
+    assert "in use" in line
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
 
 
 def test_unknown_mode_lists_modes() -> None:
