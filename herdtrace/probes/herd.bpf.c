@@ -543,6 +543,7 @@ static __always_inline u8 ready_cause_of(struct net_cause *c) {
     if (c->ready_cause != HERD_CAUSE_NONE)
         return c->ready_cause;
     u64 skaddr = c->ready_raw;
+    c->ready_sk = sk_id((const void *)skaddr);
 #ifdef NO_CONNECTIONS
     // No connection table: a listening socket is read as such, and each of its
     // readiness events (one per child queued: tcp_child_process) gets the next
@@ -560,7 +561,6 @@ static __always_inline u8 ready_cause_of(struct net_cause *c) {
     bpf_probe_read_kernel(&state, sizeof(state), raw + SK_STATE_OFF);
     bpf_probe_read_kernel(&port, sizeof(port), raw + SK_NUM_OFF);
 #endif
-    c->ready_sk = sk_id(raw);
     if (state == ST_LISTEN) {
         // Ids from this CPU's own count (no shared counter to contend for): unique
         // per recording, below the 2^40 analysis adds per combined recording.
@@ -576,7 +576,6 @@ static __always_inline u8 ready_cause_of(struct net_cause *c) {
 #endif
     struct conn_slot *conn = conn_find(skaddr);
     c->ready_cause = conn ? HERD_CAUSE_CONNECTION : HERD_CAUSE_SOCKET;
-    c->ready_sk = sk_id((const void *)skaddr);
     c->ready_conn = conn ? conn->conn_id : 0;
     c->ready_port = 0;
     return c->ready_cause;

@@ -47,7 +47,7 @@ class ProbeOptions:
     # out, the costliest per request, and tells listener wakeups from the listening
     # socket's own state (needs sk_data_ready and the kernel's BTF).
     connections: bool = True
-    # bench-perf's ablation: "empty", "filter" or "state" (see ABLATE in herd.bpf.c).
+    # bench-perf's ablation: one of ABLATIONS (see ABLATE in herd.bpf.c).
     ablate: str | None = None
     # Raw tracepoints for the hottest probes where the running kernel's BTF gives the
     # offsets they need; False keeps every probe a classic tracepoint.
@@ -185,7 +185,7 @@ def raw_flags(cflags: list[str]) -> tuple[bool, bool]:
     only where the kernel's own BTF describes the arguments and offsets they read.
     Elsewhere the classic tracepoints stay, and the metadata says which was used."""
     try:
-        kernel = btf.Btf()
+        kernel = btf.running_kernel()
         offsets = btf.task_offsets(kernel)
     except btf.BtfError:
         return False, False
