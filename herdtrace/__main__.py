@@ -1,12 +1,15 @@
 """`python -m herdtrace` and the `herdtrace` command."""
 
+import os
 import signal
-import sys
 from types import FrameType
 
 
 def _quit(signum: int, frame: FrameType | None) -> None:
-    sys.exit(128 + signum)
+    # Nothing has started yet, so nothing needs cleaning up; and unlike SystemExit,
+    # which a library's `except BaseException` around an import can swallow (the
+    # signal then spent, `lab serve` would wait for another), _exit cannot be caught.
+    os._exit(128 + signum)
 
 
 def run() -> None:
