@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from herdtrace.analysis.load import CAUSES, OUTCOMES, Recording
+from herdtrace.analysis.load import OUTCOMES, Recording
 from herdtrace.metadata import RecordingMeta
 
 PEER_KEY = ["peer_hi", "peer_lo", "rport"]
@@ -21,9 +21,17 @@ LISTENER_ATTRIBUTIONS = ("sk_data_ready", "conn_state", "solisten_wakeup")
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 
 
+def category_counts(values: pd.Series) -> dict[str, int]:
+    """Rows per category of a categorical column, every category named (0 where none):
+    a bincount of its codes (value_counts costs ~1 ms whatever the size, and `top`
+    asks every interval)."""
+    codes = values.cat.codes.to_numpy()
+    counts = np.bincount(codes[codes >= 0], minlength=len(values.cat.categories))
+    return {str(k): int(n) for k, n in zip(values.cat.categories, counts, strict=True)}
+
+
 def outcome_counts(wakeups: pd.DataFrame) -> dict[str, int]:
-    counts = wakeups["outcome"].value_counts().reindex(OUTCOMES.categories, fill_value=0)
-    return {str(k): int(v) for k, v in counts.items()}
+    return category_counts(wakeups["outcome"])
 
 
 def percentiles_us(values_ns: pd.Series) -> dict[str, float] | None:
@@ -112,26 +120,34 @@ def herd_wakeups(rec: Recording) -> pd.DataFrame:
     return w.loc[w["cause"] == "listener"] if herd_basis(rec) == "listener" else w
 
 
-def waiting_threads(rec: Recording) -> pd.Index:
+def waiting_threads(rec: Recording, herd: pd.DataFrame | None = None) -> pd.Index:
     """The workers: threads that waited on a traced listener (woken by it, or called
     accept). A parent woken by its own timer, or a primary that only hands
-    connections on, is not one."""
-    tids = np.union1d(pd.unique(herd_wakeups(rec)["tid"]), pd.unique(rec.accepts["tid"]))
+    connections on, is not one. `herd`: herd_wakeups(rec), where the caller has it."""
+    herd = herd_wakeups(rec) if herd is None else herd
+    tids = np.union1d(herd["tid"].to_numpy(), rec.accepts["tid"].to_numpy())
     return pd.Index(tids, name="tid")
 
 
-def accepts_per_thread(rec: Recording) -> pd.Series:
-    per = rec.accepts.loc[rec.accepts["accepted"]].groupby("tid").size()
-    return per.reindex(waiting_threads(rec), fill_value=0).sort_index().rename("accepts")
+def accepts_per_thread(rec: Recording, herd: pd.DataFrame | None = None) -> pd.Series:
+    a = rec.accepts
+    tids, per = np.unique(a["tid"].to_numpy()[a["accepted"].to_numpy()], return_counts=True)
+    workers = waiting_threads(rec, herd)
+    counts = np.zeros(len(workers), np.int64)
+    counts[np.searchsorted(workers.to_numpy(), tids)] = per  # every acceptor is a worker
+    return pd.Series(counts, index=workers, name="accepts")
 
 
-def accepts_per_run_thread(rec: Recording) -> pd.Series:
+def accepts_per_run_thread(rec: Recording, herd: pd.DataFrame | None = None,
+                           per: pd.Series | None = None) -> pd.Series:
     """Accepts per (run, tid), zero for threads that waited and never won. A single
-    recording is run 0; `combine` numbers the recordings of a label."""
+    recording is run 0; `combine` numbers the recordings of a label. `per`:
+    accepts_per_thread(rec), where the caller has it."""
     if "run" not in rec.accepts.columns:
-        per = accepts_per_thread(rec)
+        per = accepts_per_thread(rec, herd) if per is None else per
         return per.set_axis(pd.MultiIndex.from_product([[0], per.index], names=["run", "tid"]))
-    keys = herd_wakeups(rec).groupby(["run", "tid"]).size().index.union(
+    herd = herd_wakeups(rec) if herd is None else herd
+    keys = herd.groupby(["run", "tid"]).size().index.union(
         rec.accepts.groupby(["run", "tid"]).size().index)
     won = rec.accepts.loc[rec.accepts["accepted"]].groupby(["run", "tid"]).size()
     return won.reindex(keys, fill_value=0).rename("accepts")
@@ -194,17 +210,13 @@ def per_connection(rec: Recording, match: Match | None = None) -> pd.DataFrame:
     hit = sorted_ids[pos] == woke_conn
     row = order[pos[hit]]
     del woke_conn, pos
-    # Distinct (connection, thread) pairs: sort the packed pair (tid < 2^22), keep firsts.
-    pairs = (row << 22) | herd["tid"].to_numpy()[hit]
+    pairs, _ = distinct_pairs(row.astype(np.uint64), herd["tid"].to_numpy(np.uint64)[hit])
     del hit
-    pairs.sort()
-    first = np.ones(len(pairs), bool)
-    first[1:] = pairs[1:] != pairs[:-1]
     wakeups = np.bincount(row, minlength=len(ids))
     del row
     out = pd.DataFrame({
         "conn_id": ids, "conn_ts": conns["ts"].to_numpy(), "wakeups": wakeups,
-        "threads_woken": np.bincount(pairs[first] >> 22, minlength=len(ids)),
+        "threads_woken": np.bincount((pairs >> np.uint64(22)).astype(np.int64), minlength=len(ids)),
     })
     won = matched.dropna(subset=["conn_id"])
     at = order[np.searchsorted(sorted_ids, won["conn_id"].to_numpy(np.int64))]
@@ -222,15 +234,32 @@ def ratio(num: float, den: float) -> float | None:
 
 
 def cause_counts(wakeups: pd.DataFrame) -> dict[str, int]:
-    counts = wakeups["cause"].value_counts().reindex(CAUSES.categories, fill_value=0)
-    return {str(k): int(v) for k, v in counts.items()}
+    return category_counts(wakeups["cause"])
 
 
 def woken_pair_counts(herd: pd.DataFrame) -> tuple[int, int]:
     """Distinct (connection, thread) pairs the listener woke, and the connections
     that woke anyone: the counts behind threads woken per connection."""
-    tied = herd.loc[herd["conn_id"].notna(), ["conn_id", "tid"]]
-    return len(tied.drop_duplicates()), int(tied["conn_id"].nunique())
+    conn = herd["conn_id"].to_numpy(np.int64, na_value=0)
+    tied = conn > 0
+    pairs, conns = distinct_pairs(conn[tied].astype(np.uint64),
+                                  herd["tid"].to_numpy(np.uint64)[tied])
+    return len(pairs), len(conns)
+
+
+def distinct(ordered: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array."""
+    keep = np.ones(len(ordered), bool)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    return ordered[keep]
+
+
+def distinct_pairs(conn: np.ndarray, tid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (connection, thread) pairs, packed (tid < 2^22) and sorted, and
+    the distinct connections among them: a sort and a comparison of neighbours is
+    cheaper than hashing, and the connections fall out of the sorted pairs."""
+    pairs = distinct(np.sort((conn << np.uint64(22)) | tid))
+    return pairs, distinct(pairs >> np.uint64(22))
 
 
 def threads_woken_per_connection(herd: pd.DataFrame) -> float | None:
@@ -293,8 +322,8 @@ def summarize(rec: Recording, match: Match | None = None) -> Summary:
     eagain = int(a["eagain"].sum())
     idle = herd_outcomes["absorbed"] + herd_outcomes["eagain"]
     matched, method = match or match_accepts(a, rec.connections)
-    per = accepts_per_thread(rec)
-    runs = accepts_per_run_thread(rec)
+    per = accepts_per_thread(rec, herd)
+    runs = accepts_per_run_thread(rec, herd, per)
     return Summary(
         file=str(rec.path),
         label=rec.label,

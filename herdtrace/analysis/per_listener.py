@@ -63,8 +63,12 @@ def observed_mode(listener: ListenerLike, part: Recording) -> str | None:
     listener wakeups came out of (accept, select, poll, epoll)."""
     if listener.mode is not None:
         return listener.mode
-    calls = metrics.herd_wakeups(part)["wait_call"].astype(str).map(verdict.WAITS).dropna()
-    return str(calls.mode().iloc[0]) if len(calls) else None
+    per_wait: dict[str, int] = {}
+    for call, n in metrics.category_counts(metrics.herd_wakeups(part)["wait_call"]).items():
+        if n and call in verdict.WAITS:
+            per_wait[verdict.WAITS[call]] = per_wait.get(verdict.WAITS[call], 0) + n
+    # The most frequent; a tie goes to the first by name.
+    return min(per_wait, key=lambda wait: (-per_wait[wait], wait)) if per_wait else None
 
 
 def listener_row(listener: ListenerLike, part: Recording, interval_s: float) -> dict[str, Any]:

@@ -68,13 +68,6 @@ def percentiles_from(hist: np.ndarray, maximum: float) -> dict[str, float] | Non
     return out
 
 
-def _distinct(ordered: np.ndarray) -> np.ndarray:
-    """The distinct values of a sorted array."""
-    keep = np.ones(len(ordered), bool)
-    keep[1:] = ordered[1:] != ordered[:-1]
-    return ordered[keep]
-
-
 def _found_in(values: np.ndarray, ordered: np.ndarray) -> int:
     """How many of `values` are in the sorted array `ordered`."""
     if not len(ordered) or not len(values):
@@ -148,11 +141,8 @@ class Partial:
         self._add_pairs(w["conn_id"][tied].astype(np.uint64), w["tid"][tied].astype(np.uint64))
 
     def _add_pairs(self, conn: np.ndarray, tid: np.ndarray) -> None:
-        """Distinct pairs and connections, against this row group and the one before.
-        Sorted arrays throughout: a sort and a comparison of neighbours is cheaper
-        than hashing, and the connections fall out of the sorted pairs."""
-        pairs = _distinct(np.sort((conn << np.uint64(22)) | tid))
-        conns = _distinct(pairs >> np.uint64(22))
+        """Distinct pairs and connections, against this row group and the one before."""
+        pairs, conns = metrics.distinct_pairs(conn, tid)
         self.pairs += len(pairs) - _found_in(pairs, self.carry_pairs)
         self.woken_connections += len(conns) - _found_in(conns, self.carry_conns)
         self.carry_pairs, self.carry_conns = pairs, conns
