@@ -181,6 +181,11 @@ def report_observer(obs: dict[str, Any], baseline_name: str | None) -> list[str]
                 ok = ratios[name] >= ratios["bpftrace"]
                 verdicts.append(f"{target}: {name} {ratios[name]:.3f} vs bpftrace {ratios['bpftrace']:.3f}: "
                                 + ("met" if ok else f"missed by {ratios['bpftrace'] - ratios[name]:.3f}"))
+        herd_script = tracers.BpftraceHerd.name
+        if herd_script in ratios and LIGHT in ratios:  # like for like: no verdict of its own
+            verdicts.append(f"{target}: for reference, {LIGHT} {ratios[LIGHT]:.3f} vs "
+                            f"{herd_script} {ratios[herd_script]:.3f} "
+                            f"({ratios[LIGHT] - ratios[herd_script]:+.3f})")
         if "herdtrace top" in ratios:
             top = ratios["herdtrace top"]
             verdicts.append(f"{target}: top {top:.3f} vs record {mine:.3f}: "
@@ -219,7 +224,7 @@ def probe_kernel_time(seconds: float) -> dict[str, Any]:
     kinds: list[type[tracers.Tracer]] = [*(tracers.ablated(level) for level in tracers.ABLATIONS),
                                          tracers.Herdtrace, tracers.HerdtraceWithoutConnections]
     if shutil.which("bpftrace"):
-        kinds.append(tracers.Bpftrace)
+        kinds.extend((tracers.Bpftrace, tracers.BpftraceHerd))
     return {"target": target, "tracers": probe_time.run(kinds, target, seconds, throughput)}
 
 

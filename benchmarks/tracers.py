@@ -160,10 +160,11 @@ class Bpftrace(_Process):
     """A bpftrace script counting wakeups, accepts and EAGAINs of the same processes."""
 
     name = "bpftrace"
+    herd = False
 
     def start(self, pids: list[int], workdir: Path) -> None:
         script = workdir / "count.bt"
-        script.write_text(counting_script(pids))
+        script.write_text(counting_script(pids, herd=self.herd))
         self.proc = subprocess.Popen(["bpftrace", str(script)], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self._wait_for("ready")  # printed by BEGIN, once every probe is attached
@@ -172,6 +173,16 @@ class Bpftrace(_Process):
         out = self._interrupt()
         return {"counted": sum(int(ln.rsplit(":", 1)[1]) for ln in out.splitlines()
                                if ln.startswith("@") and ln.rsplit(":", 1)[1].strip().isdigit())}
+
+
+class BpftraceHerd(Bpftrace):
+    """The same script also telling listener wakings from the rest (sk_data_ready and
+    the socket's state, as `record --no-connections` does): what counting the herd,
+    rather than every wakeup, costs a bpftrace user. A reference beside the target's,
+    not in place of it."""
+
+    name = "bpftrace counting the herd"
+    herd = True
 
 
 class PerfRecord(_Process):
@@ -216,7 +227,7 @@ def available(baselines: list[type[Herdtrace]]) -> list[type[Tracer]]:
                                  HerdtraceWithoutConnections, Top]
     found.extend(baselines)
     if shutil.which("bpftrace"):
-        found.append(Bpftrace)
+        found.extend((Bpftrace, BpftraceHerd))
     if shutil.which("perf"):
         found.append(PerfRecord)
     return found

@@ -18,7 +18,23 @@ WAITS = ("accept", "accept4", "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll
          "select", "pselect6")
 
 
-def script(pids: list[int]) -> str:
+# With `herd`: also which wakings the listener caused, as a bpftrace user would count
+# them from the terms: a traced thread in a wait woken, within 50 us, by the task
+# that just made a socket in LISTEN state (10) readable on that CPU. For `make
+# bench-perf`'s like-for-like row; no FIN or epoll re-wake rules.
+_HERD_PROBES = """tracepoint:sock:sk_data_ready {
+    $sk = (struct sock *)args->skaddr;
+    @listen_ready[cpu] = $sk->__sk_common.skc_state == 10 ? nsecs : 0;
+    @ready_by[cpu] = tid;
+}
+"""
+_HERD_WAKING = """
+    if (@listen_ready[cpu] && @ready_by[cpu] == tid && nsecs - @listen_ready[cpu] < 50000) {
+        @listener_wakings = count();
+    }"""
+
+
+def script(pids: list[int], herd: bool = False) -> str:
     mine = " || ".join(f"pid == {p}" for p in pids)
     enters = ",\n".join(f"tracepoint:syscalls:sys_enter_{w}" for w in WAITS)
     exits = ",\n".join(f"tracepoint:syscalls:sys_exit_{w}" for w in WAITS)
@@ -29,8 +45,10 @@ tracepoint:syscalls:sys_exit_accept, tracepoint:syscalls:sys_exit_accept4 /{mine
     if (args->ret >= 0) {{ @accepts = count(); }}
     if (args->ret == -11) {{ @eagain = count(); }}
 }}
-tracepoint:sched:sched_waking /@inwait[args->pid]/ {{ @wakings = count(); }}
-END {{ clear(@inwait); }}
+{_HERD_PROBES if herd else ""}tracepoint:sched:sched_waking /@inwait[args->pid]/ {{
+    @wakings = count();{_HERD_WAKING if herd else ""}
+}}
+END {{ clear(@inwait); {"clear(@listen_ready); clear(@ready_by); " if herd else ""}}}
 """
 
 
