@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from herdtrace.collectors import listeners, targets
+from herdtrace.collectors.maps import PortTable
 from herdtrace.collectors.ringbuf import RingReader
 from herdtrace.collectors.session import (
     READY_LINE,
@@ -87,6 +88,7 @@ class Recorder:
         self.reader: RingReader | None = None
         self.bpf: Any = None
         self.threads: ThreadTable | None = None
+        self.ports: PortTable | None = None
         self.sink: Sink | None = None
         self.command: targets.GatedCommand | None = None
         self.traced_at_start: list[targets.ThreadInfo] = []
@@ -139,9 +141,8 @@ class Recorder:
         return added
 
     def _trace_ports(self, ports: set[int]) -> None:
-        table = self.bpf[b"listen_ports"]
-        for port in ports - self.listen_ports:
-            table[table.Key(port)] = table.Leaf(1)
+        assert self.ports is not None
+        self.ports.add(ports - self.listen_ports)
         self.listen_ports |= ports
 
     def _attach_pids(self, start_ns: int) -> None:
@@ -224,7 +225,8 @@ class Recorder:
 
     def _kernel_ports(self) -> set[int]:
         """Ports a traced thread put into LISTEN while recording (the kernel learnt them)."""
-        return {int(k.value) for k, _ in self.bpf[b"listen_ports"].items()}
+        assert self.ports is not None
+        return self.ports.ports()
 
     def _counters(self) -> dict[str, list[int]]:
         table = self.bpf[b"counters"]
@@ -242,6 +244,9 @@ class Recorder:
         if self.threads is not None:
             self.threads.close()
             self.threads = None
+        if self.ports is not None:
+            self.ports.close()
+            self.ports = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
@@ -263,6 +268,7 @@ class Recorder:
         try:
             self.bpf = program.load(self.plan)
             self.threads = ThreadTable(self.bpf, opts.probe.max_threads)
+            self.ports = PortTable(self.bpf)
             if self.bpf[b"events"] is None or self.threads.event_size() != EVENT_SIZE:
                 raise HerdtraceError("the loaded program's event struct does not match the schema")
             self.threads.fill()

@@ -11,12 +11,12 @@ while a daemonized server is followed) reads memory, not 65535 map lookups.
 from __future__ import annotations
 
 import ctypes
-import mmap
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from herdtrace.collectors.maps import map_array
 from herdtrace.errors import HerdtraceError
 
 
@@ -27,8 +27,7 @@ class ThreadTable:
         self.free = bpf[b"free_slots"]
         self.max_threads = max_threads
         self.size = ctypes.sizeof(self.threads.Leaf)
-        length = -(-max_threads * self.size // mmap.PAGESIZE) * mmap.PAGESIZE
-        self._map = mmap.mmap(self.threads.map_fd, length, mmap.MAP_SHARED, mmap.PROT_READ)
+        self._map = map_array(self.threads, max_threads * self.size)
         self._tids = np.ndarray((max_threads,), dtype=np.uint32, buffer=self._map,
                                 offset=self.threads.Leaf.tid.offset, strides=(self.size,))
 

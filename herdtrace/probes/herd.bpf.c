@@ -109,6 +109,57 @@
 // scheduler's own locks between a waking and the woken thread's next run).
 #define compiler_barrier() asm volatile("" ::: "memory")
 
+#ifdef RAW_SCHED
+// A task's CPU and sleep state: one read where they are neighbours (a helper call
+// costs more than the bytes), as in Linux 5.14+, else one each.
+static __always_inline void read_task_cpu_state(const u8 *task, u32 *cpu, u32 *state) {
+#if TASK_STATE_OFF == TASK_CPU_OFF + 4 || TASK_CPU_OFF == TASK_STATE_OFF + 4
+    u32 pair[2] = {};
+    bpf_probe_read_kernel(pair, sizeof(pair), task + (TASK_CPU_OFF < TASK_STATE_OFF ? TASK_CPU_OFF : TASK_STATE_OFF));
+    *cpu = pair[TASK_CPU_OFF > TASK_STATE_OFF];
+    *state = pair[TASK_STATE_OFF > TASK_CPU_OFF];
+#else
+    bpf_probe_read_kernel(cpu, sizeof(*cpu), task + TASK_CPU_OFF);
+    bpf_probe_read_kernel(state, sizeof(*state), task + TASK_STATE_OFF);
+#endif
+}
+#endif
+
+#ifdef RAW_NET
+// The head of a socket's sock_common: peer address and port, local port, family,
+// state. One read where they lie within SK_HEAD_LEN bytes of the first (every
+// Linux so far: they open the struct), else one each.
+#define SK_HEAD_LEN 24
+#define SK_HEAD_OFF SK_DADDR_OFF
+#define SK_IN_HEAD(off, size) ((off) >= SK_HEAD_OFF && (off) + (size) <= SK_HEAD_OFF + SK_HEAD_LEN)
+struct sk_head {
+    u8 daddr[4];
+    u16 dport_be;
+    u16 num;
+    u16 family;
+    u8 state;
+};
+
+static __always_inline void read_sk_head(const u8 *sk, struct sk_head *h) {
+#if SK_IN_HEAD(SK_DPORT_OFF, 2) && SK_IN_HEAD(SK_NUM_OFF, 2) && SK_IN_HEAD(SK_FAMILY_OFF, 2) && \
+    SK_IN_HEAD(SK_STATE_OFF, 1)
+    u8 b[SK_HEAD_LEN] = {};
+    bpf_probe_read_kernel(b, sizeof(b), sk + SK_HEAD_OFF);
+    __builtin_memcpy(h->daddr, b, 4);
+    __builtin_memcpy(&h->dport_be, b + (SK_DPORT_OFF - SK_HEAD_OFF), 2);
+    __builtin_memcpy(&h->num, b + (SK_NUM_OFF - SK_HEAD_OFF), 2);
+    __builtin_memcpy(&h->family, b + (SK_FAMILY_OFF - SK_HEAD_OFF), 2);
+    h->state = b[SK_STATE_OFF - SK_HEAD_OFF];
+#else
+    bpf_probe_read_kernel(h->daddr, 4, sk + SK_DADDR_OFF);
+    bpf_probe_read_kernel(&h->dport_be, 2, sk + SK_DPORT_OFF);
+    bpf_probe_read_kernel(&h->num, 2, sk + SK_NUM_OFF);
+    bpf_probe_read_kernel(&h->family, 2, sk + SK_FAMILY_OFF);
+    bpf_probe_read_kernel(&h->state, 1, sk + SK_STATE_OFF);
+#endif
+}
+#endif
+
 
 // A waking, written by the waker's CPU; `armed` is written last and cleared by the
 // thread's own context once it has taken the rest.
@@ -173,7 +224,11 @@ struct net_cause {
 BPF_F_TABLE("array", u32, struct traced_thread, traced, MAX_THREADS, BPF_F_MMAPABLE);
 BPF_ARRAY(is_traced, u16, PID_MAX);
 BPF_QUEUE(free_slots, u16, MAX_THREADS);
-BPF_HASH(listen_ports, u16, u8, 1024);
+// Ports of the traced listeners (1: traced), indexed by port: an array lookup is
+// inlined, a hash lookup is a helper call (~60 ns a connection's wakeup, measured).
+// Mappable: user space reads which are set without a syscall per port.
+#define PORTS 65536  // collectors/maps.py maps it: the same size there
+BPF_F_TABLE("array", u32, u64, listen_ports, PORTS, BPF_F_MMAPABLE);  // u64: the map's stride anyway
 // Sockets accepted on a traced listener (kernel address -> conn_id), until closed:
 // a set-associative table in an array (no helper call, no lock; a hash map's update
 // and delete were a third of inet_sock_set_state's time). A socket's set is CONN_WAYS
@@ -209,6 +264,16 @@ static __always_inline struct traced_thread *find(u32 tid) {
     u32 i = *slot - 1;
     struct traced_thread *t = traced.lookup(&i);
     return t && t->tid == tid ? t : 0;
+}
+
+static __always_inline u64 *port_entry(u16 port) {
+    u32 key = port;
+    return listen_ports.lookup(&key);
+}
+
+static __always_inline int traced_port(u16 port) {
+    u64 *known = port_entry(port);
+    return known && *known;
 }
 
 static __always_inline void count(int idx) {
@@ -548,27 +613,17 @@ static __always_inline u8 ready_cause_of(struct net_cause *c) {
     // No connection table: a listening socket is read as such, and each of its
     // readiness events (one per child queued: tcp_child_process) gets the next
     // connection id; a socket on a traced listener's port is one of its connections.
-    const u8 *raw = (const u8 *)skaddr;
-    u8 state = 0;
-    u16 port = 0;
-#if SK_STATE_OFF > SK_NUM_OFF && SK_STATE_OFF - SK_NUM_OFF < 8
-    // Both in one read (a helper call each costs more than the bytes).
-    u8 near[8] = {};
-    bpf_probe_read_kernel(near, sizeof(near), raw + SK_NUM_OFF);
-    __builtin_memcpy(&port, near, sizeof(port));
-    state = near[SK_STATE_OFF - SK_NUM_OFF];
-#else
-    bpf_probe_read_kernel(&state, sizeof(state), raw + SK_STATE_OFF);
-    bpf_probe_read_kernel(&port, sizeof(port), raw + SK_NUM_OFF);
-#endif
-    if (state == ST_LISTEN) {
+    struct sk_head h = {};
+    read_sk_head((const u8 *)skaddr, &h);
+    u16 port = h.num;
+    if (h.state == ST_LISTEN) {
         // Ids from this CPU's own count (no shared counter to contend for): unique
         // per recording, below the 2^40 analysis adds per combined recording.
         c->ready_cause = HERD_CAUSE_LISTENER;
         c->ready_conn = (++c->ready_seq << CPU_ID_BITS) | (bpf_get_smp_processor_id() & CPU_ID_MASK);
         c->ready_port = port;
     } else {
-        c->ready_cause = listen_ports.lookup(&port) ? HERD_CAUSE_CONNECTION : HERD_CAUSE_SOCKET;
+        c->ready_cause = traced_port(port) ? HERD_CAUSE_CONNECTION : HERD_CAUSE_SOCKET;
         c->ready_conn = 0;
         c->ready_port = 0;
     }
@@ -671,8 +726,7 @@ static __always_inline void on_waking(u32 tid, const u8 *task, u16 classic_cpu) 
 #ifdef RAW_SCHED
     u32 cpu = 0;
     u32 state = 0;
-    bpf_probe_read_kernel(&cpu, sizeof(cpu), task + TASK_CPU_OFF);
-    bpf_probe_read_kernel(&state, sizeof(state), task + TASK_STATE_OFF);
+    read_task_cpu_state(task, &cpu, &state);
     k->target_cpu = cpu;
     k->sleep = (state & SLEEP_UNINTERRUPTIBLE) ? HERD_SLEPT_UNINTR
              : (state & SLEEP_INTERRUPTIBLE) ? HERD_SLEPT_INTR : HERD_SLEPT_NONE;
@@ -908,7 +962,12 @@ static __always_inline void on_state(struct sock_change *s) {
 #ifdef RAW_NET
     if (s->raw) {
         bpf_probe_read_kernel(&s->protocol, sizeof(s->protocol), s->raw + SK_PROTOCOL_OFF);
-        bpf_probe_read_kernel(&s->sport, sizeof(s->sport), s->raw + SK_NUM_OFF);
+        struct sk_head h = {};
+        read_sk_head(s->raw, &h);
+        s->sport = h.num;
+        s->dport = (h.dport_be >> 8) | ((h.dport_be & 0xff) << 8);
+        s->family = h.family;
+        __builtin_memcpy(s->daddr, h.daddr, 4);
     }
 #endif
     if (s->protocol != PROTO_TCP)
@@ -916,13 +975,12 @@ static __always_inline void on_state(struct sock_change *s) {
     u16 port = s->sport;
     if (s->newstate == ST_LISTEN) {
         // listen() by a traced thread runs in its context: learn its port.
-        if (find((u32)bpf_get_current_pid_tgid())) {
-            u8 one = 1;
-            listen_ports.update(&port, &one);
-        }
+        u64 *entry = port_entry(port);
+        if (entry && find((u32)bpf_get_current_pid_tgid()))
+            *entry = 1;
         return;
     }
-    if (!listen_ports.lookup(&port))
+    if (!traced_port(port))
         return;
     int zero = 0;
     u64 *seq = conn_seq.lookup(&zero);
@@ -942,15 +1000,8 @@ static __always_inline void on_state(struct sock_change *s) {
         c->conn_used = 0;
     }
 #ifdef RAW_NET
-    if (s->raw) {
-        u16 dport_be = 0;
-        bpf_probe_read_kernel(&dport_be, sizeof(dport_be), s->raw + SK_DPORT_OFF);
-        s->dport = (dport_be >> 8) | ((dport_be & 0xff) << 8);
-        bpf_probe_read_kernel(&s->family, sizeof(s->family), s->raw + SK_FAMILY_OFF);
-        bpf_probe_read_kernel(&s->daddr, sizeof(s->daddr), s->raw + SK_DADDR_OFF);
-        if (s->family == FAM_INET6)
-            bpf_probe_read_kernel(&s->daddr6, sizeof(s->daddr6), s->raw + SK_V6_DADDR_OFF);
-    }
+    if (s->raw && s->family == FAM_INET6)
+        bpf_probe_read_kernel(&s->daddr6, sizeof(s->daddr6), s->raw + SK_V6_DADDR_OFF);
 #endif
     struct herd_event *e = new_event(HERD_KIND_CONN, now);
     if (!e)
