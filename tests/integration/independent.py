@@ -60,14 +60,17 @@ class Counts:
     wakings_missed: int  # sched_waking events the kernel skipped bpftrace's program for
     start_ns: int  # CLOCK_MONOTONIC when it was attached
     end_ns: int  # when it was asked to stop
+    listener_wakings: int | None = None  # counted with herd=True only
 
 
 class BpftraceCounter:
-    """Counts accepts, EAGAINs and wakings of threads in a wait, for the given pids."""
+    """Counts accepts, EAGAINs and wakings of threads in a wait, for the given pids
+    (with `herd`, also the listener's wakings)."""
 
-    def __init__(self, pids: list[int], workdir: Path) -> None:
+    def __init__(self, pids: list[int], workdir: Path, herd: bool = False) -> None:
+        self.herd = herd
         path = workdir / "count.bt"
-        path.write_text(script(pids))
+        path.write_text(script(pids, herd))
         self.proc = subprocess.Popen(["bpftrace", str(path)], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None
@@ -89,7 +92,8 @@ class BpftraceCounter:
         out = interrupt(self.proc)
         found = {m[0]: int(m[1]) for m in re.findall(r"^@(\w+): (\d+)$", out, re.M)}
         return Counts(found.get("accepts", 0), found.get("eagain", 0), found.get("wakings", 0),
-                      missed, self.start_ns, end_ns)
+                      missed, self.start_ns, end_ns,
+                      found.get("listener_wakings", 0) if self.herd else None)
 
 
 def interrupt(proc: subprocess.Popen[str]) -> str:
