@@ -176,8 +176,8 @@ def test_without_connections_the_herd_is_the_same(tmp_path: Path, name: str) -> 
     # servers when written; gunicorn's ~840 FIN wakeups, taken for the listener's,
     # would add over 25%.
     assert counts.listener_wakings is not None
-    for rec in (part, whole):
-        assert close(in_window(rec, counts)["listener_wakeups"], counts.listener_wakings, 0.02)
+    for recording in (part, whole):
+        assert close(in_window(recording, counts)["listener_wakeups"], counts.listener_wakings, 0.02)
     assert b.lost_events == 0 and b.accepts == REQUESTS
     assert b.herd_factor_basis == "listener"
     assert b.herd_factor is not None and low <= b.herd_factor <= high, b
