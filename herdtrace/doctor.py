@@ -23,10 +23,12 @@ class Check:
 
 
 def check_privilege() -> Check:
-    if os.geteuid() == 0:
-        return Check("privilege", OK, "running as root")
+    root = os.geteuid() == 0
     if features.has_bpf_privilege():
-        return Check("privilege", OK, "CAP_BPF and CAP_PERFMON")
+        return Check("privilege", OK, "running as root" if root else "CAP_BPF and CAP_PERFMON")
+    if root:
+        return Check("privilege", FAIL, "root with its capabilities dropped",
+                     "run with CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON (a container: --privileged)")
     return Check("privilege", FAIL, "not root and no CAP_BPF + CAP_PERFMON",
                  "run as root: sudo .venv/bin/herdtrace ...")
 

@@ -36,6 +36,7 @@ OPTIONAL_TRACEPOINTS: tuple[str, ...] = (
     "syscalls:sys_exit_epoll_pwait2",
 )
 
+CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
 CAP_BPF = 39
 SYS_BPF = {"x86_64": 321, "aarch64": 280}
@@ -69,20 +70,25 @@ def missing_tracepoints(names: tuple[str, ...]) -> list[str]:
     return [n for n in names if not tracepoint_exists(n, root)]
 
 
-def effective_caps() -> int:
+def effective_caps() -> int | None:
+    """This process's effective capabilities, None where /proc cannot say."""
     try:
         status = Path("/proc/self/status").read_text()
     except OSError:
-        return 0
+        return None
     m = re.search(r"^CapEff:\s*([0-9a-f]+)", status, re.M)
-    return int(m.group(1), 16) if m else 0
+    return int(m.group(1), 16) if m else None
 
 
 def has_bpf_privilege() -> bool:
-    if os.geteuid() == 0:
-        return True
+    """By capability, not by uid: root with its capabilities dropped (a container,
+    setpriv) cannot load the program either. CAP_SYS_ADMIN stands for both on every
+    kernel; CAP_BPF and CAP_PERFMON (5.8+) are the narrow pair."""
     caps = effective_caps()
-    return bool(caps & (1 << CAP_BPF)) and bool(caps & (1 << CAP_PERFMON))
+    if caps is None:
+        return os.geteuid() == 0
+    pair = (1 << CAP_BPF) | (1 << CAP_PERFMON)
+    return bool(caps & (1 << CAP_SYS_ADMIN)) or caps & pair == pair
 
 
 def bpf_syscall_errno() -> int:

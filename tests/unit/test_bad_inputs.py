@@ -4,6 +4,8 @@ tests/integration/test_doctor.py.)"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -102,3 +104,18 @@ def test_ctrl_c_at_any_moment_of_start_up_is_quiet(delay_s: float) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert "Traceback" not in err, err
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="dropping capabilities as root needs root and setpriv")
+@pytest.mark.parametrize("cmd", [["record", "--pid", "1"], ["top", "1", "1"]])
+def test_root_without_capabilities_is_refused_in_one_line(tmp_path: Path, cmd: list[str]) -> None:
+    """uid 0 with every capability dropped (a container, setpriv) cannot load BPF:
+    said as such, before bcc tries."""
+    out = subprocess.run(["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
+                          "--", sys.executable, "-m", "herdtrace", *cmd,
+                          *(["-o", str(tmp_path / "never.parquet")] if cmd[0] == "record" else [])],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "herdtrace: error: recording needs root (or CAP_BPF and CAP_PERFMON): run with sudo"]
