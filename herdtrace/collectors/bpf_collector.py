@@ -109,11 +109,14 @@ class Recorder:
         drain again now). Fewer, larger batches cost the traced machine less; the
         spool's writer makes the row groups, so no batching here."""
         assert self.reader is not None
+        assert self.sink is not None
         now = time.monotonic()
-        batch = self.reader.read()
-        self._write(batch)
+        frames = self.reader.read()
+        self.sink.write_frames(frames)
+        self.reader.release(frames)
+        batch = frames.records
         elapsed, self.last_drain = now - self.last_drain, now
-        if len(batch) * self.reader.stride > self.reader.size // 4:
+        if frames.consumed > self.reader.size // 4:
             return 0.0
         capacity = self.reader.size / self.reader.stride
         # However quiet it was, never sleep longer than a burst at the fastest rate

@@ -1,11 +1,12 @@
-"""Drain a BPF ring buffer in batches, straight into a numpy array.
+"""Drain a BPF ring buffer in batches, as numpy views of the ring itself.
 
 bcc's ring buffer API calls a Python function per record, which tops out near
 half a million records a second on a core the traced server also needs. Every
 herdtrace record has the same size, so records sit in the ring at a fixed
-stride: map the ring, view everything between the consumer and producer
-positions as one structured array, copy it, advance the consumer. No Python per
-record.
+stride: map the ring and view everything between the consumer and producer
+positions as one structured array. No Python per record, and no copy: the
+recorder counts from that view, writes the ring's bytes (headers included) to
+its spool as they are, and only then releases them to the kernel.
 
 Layout (kernel/bpf/ringbuf.c): page 0 holds consumer_pos (user-writable), page 1
 producer_pos, then the data pages mapped twice so a record that wraps reads as
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,6 +32,45 @@ DISCARD = 1 << 30
 LEN_MASK = DISCARD - 1
 
 
+def frame_size(record_size: int) -> int:
+    """A record's stride in the ring: header, record, padding to 8 bytes."""
+    return (record_size + HEADER + 7) & ~7
+
+
+@dataclass
+class Frames:
+    """Committed records, still in the ring until released (or a copy of them).
+
+    `raw` is their frames as the ring holds them, each a header then the record;
+    `records` views the records themselves, strided."""
+
+    raw: memoryview
+    records: np.ndarray
+    consumed: int  # ring bytes these frames take; what release() gives back
+
+
+def frames_of(records: np.ndarray) -> Frames:
+    """Records made in user space (thread rows, closing wakeups), framed as the
+    ring would: what the spool holds is one format, whoever wrote it."""
+    size = records.dtype.itemsize
+    frame = frame_size(size)
+    buf = np.zeros((len(records), frame), dtype=np.uint8)
+    buf[:, :4].view("<u4")[:, 0] = size
+    buf[:, HEADER:HEADER + size] = np.ascontiguousarray(records).view(np.uint8).reshape(-1, size)
+    view = np.ndarray((len(records),), dtype=records.dtype, buffer=buf, offset=HEADER,
+                      strides=(frame,))
+    return Frames(raw=buf.reshape(-1).data, records=view, consumed=0)
+
+
+def records_of(raw: bytes | memoryview, dtype: np.dtype) -> np.ndarray:
+    """Frames -> a contiguous array of their records, the discarded left out."""
+    frame = frame_size(dtype.itemsize)
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, frame)
+    keep = (rows[:, :4].copy().view("<u4")[:, 0] & DISCARD) == 0
+    body = rows[:, HEADER:HEADER + dtype.itemsize]
+    return np.ascontiguousarray(body if keep.all() else body[keep]).view(dtype).reshape(-1)
+
+
 class RingReader:
     def __init__(self, map_fd: int, data_size: int, dtype: np.dtype) -> None:
         if not power_of_two(data_size):
@@ -38,7 +79,7 @@ class RingReader:
         self.dtype = dtype
         self.size = data_size
         self.mask = data_size - 1
-        self.stride = (dtype.itemsize + HEADER + 7) & ~7
+        self.stride = frame_size(dtype.itemsize)
         self.data_offset = page  # in the producer mapping: producer page, then data
         self._cons_map = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
                                    mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
@@ -49,14 +90,11 @@ class RingReader:
         self._prod_buf = np.frombuffer(self._prod_map, dtype=np.uint8)
         self._prod = self._prod_buf[:8].view(np.uint64)
 
-    def read(self) -> np.ndarray:
-        """Every committed record, in order; empty when there is none."""
+    def read(self) -> Frames:
+        """Every committed record, in order, left in the ring until release()."""
         cons = int(self._cons.value)
-        avail = int(self._prod[0]) - cons
-        n = avail // self.stride
-        if n == 0:
-            return np.zeros(0, dtype=self.dtype)
-        start = self.data_offset + (cons & self.mask)
+        n = (int(self._prod[0]) - cons) // self.stride
+        start = self.data_offset + (cons & self.mask)  # the data is mapped twice: no wrap
         lens = np.ndarray((n,), dtype="<u4", buffer=self._prod_buf, offset=start,
                           strides=(self.stride,))
         busy = np.flatnonzero(lens & BUSY)
@@ -66,10 +104,16 @@ class RingReader:
         if np.any((lens & LEN_MASK) != self.dtype.itemsize):
             raise HerdtraceError("ring buffer holds a record of unexpected size")
         records = np.ndarray((n,), dtype=self.dtype, buffer=self._prod_buf,
-                             offset=start + HEADER, strides=(self.stride,)).copy()
-        self._cons.value = cons + n * self.stride
-        keep = (lens & DISCARD) == 0
-        return records if keep.all() else records[keep]
+                             offset=start + HEADER, strides=(self.stride,))
+        raw = self._prod_buf[start:start + n * self.stride].data
+        if np.any(lens & DISCARD):  # the probes never discard; if one did, leave it out
+            kept = frames_of(records[(lens & DISCARD) == 0])
+            return Frames(raw=kept.raw, records=kept.records, consumed=n * self.stride)
+        return Frames(raw=raw, records=records, consumed=n * self.stride)
+
+    def release(self, frames: Frames) -> None:
+        """Give the frames' space back to the kernel (after they were written)."""
+        self._cons.value = int(self._cons.value) + frames.consumed
 
     def close(self) -> None:
         del self._prod, self._prod_buf, self._cons

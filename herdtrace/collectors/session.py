@@ -17,6 +17,7 @@ import numpy as np
 
 from herdtrace import __version__
 from herdtrace.collectors import targets
+from herdtrace.collectors.ringbuf import Frames, frames_of
 from herdtrace.collectors.spool import SpoolFile
 from herdtrace.errors import HerdtraceError
 from herdtrace.metadata import RecordingMeta, TargetMeta
@@ -92,11 +93,17 @@ class Tally:
         self.processes: set[int] = set()  # every process a traced thread belonged to
 
     def add(self, ev: np.ndarray) -> None:
-        self.by_kind += np.bincount(ev["kind"], minlength=8)[:8]
-        self.processes.update(int(p) for p in np.unique(ev["tgid"][ev["kind"] == Kind.THREAD]))
-        acc = ev["kind"] == Kind.ACCEPT
-        self.accepts += int(np.count_nonzero(acc & (ev["ret"] >= 0)))
-        self.eagain += int(np.count_nonzero(acc & (ev["ret"] == -EAGAIN)))
+        """Counts a batch (a strided view of the ring is fine): one pass over the
+        kinds, then only the rows of the kinds that need more."""
+        kind = ev["kind"]
+        by_kind = np.bincount(kind, minlength=8)[:8]
+        self.by_kind += by_kind
+        if by_kind[Kind.THREAD]:
+            self.processes.update(int(p) for p in np.unique(ev["tgid"][kind == Kind.THREAD]))
+        if by_kind[Kind.ACCEPT]:
+            ret = ev["ret"][kind == Kind.ACCEPT]
+            self.accepts += int(np.count_nonzero(ret >= 0))
+            self.eagain += int(np.count_nonzero(ret == -EAGAIN))
 
 
 class Sink:
@@ -115,12 +122,19 @@ class Sink:
         self.rows = 0
 
     def write(self, ev: np.ndarray) -> None:
+        """Records made in user space (thread rows, closing wakeups, DTrace's)."""
+        if len(ev):
+            self.write_frames(frames_of(ev))
+
+    def write_frames(self, frames: Frames) -> None:
+        """Records as the ring holds them: spooled as they are, counted from the view."""
+        ev = frames.records
         if len(ev) == 0:
             return
         if self.spool is not None:
-            self.spool.append(ev)
+            self.spool.append(frames.raw)
         if self.tap is not None:
-            self.tap(ev)
+            self.tap(ev.copy())  # the ring reuses its space once the frames are released
         self.tally.add(ev)
         self.rows += len(ev)
 

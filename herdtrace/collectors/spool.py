@@ -1,8 +1,10 @@
 """Raw records spooled to disk, turned into Parquet row groups by a low-priority process.
 
-The recording process only appends fixed-size records to `OUTPUT.spool` (a
-memcpy into the page cache): it must keep draining the kernel's ring however
-busy the machine is. A second process, at nice 19, follows the spool and writes
+The recording process only appends the ring's frames to `OUTPUT.spool` as the
+kernel wrote them (header and record, fixed size: one write from the mapped
+ring into the page cache, no copy of its own): it must keep draining the
+kernel's ring however busy the machine is. The writer strips the headers, as
+perf decodes at report time. A second process, at nice 19, follows the spool and writes
 Parquet row groups, but only while the machine has a CPU to spare (or the spool
 has grown past its backlog limit, or recording has ended): nice 19 does not make
 encoding free, it takes the same cores the traced server needs, so under a
@@ -35,12 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from herdtrace.collectors.ringbuf import frame_size, records_of
 from herdtrace.collectors.writer import RecordingWriter, warm_up
 from herdtrace.errors import HerdtraceError
 from herdtrace.metadata import RecordingMeta
 from herdtrace.schema import EVENT_DTYPE, EVENT_SIZE
 from herdtrace.workloads.pipes import lines_within
 
+FRAME = frame_size(EVENT_SIZE)
 ROW_GROUP = 65536
 FLUSH_S = 1.0
 IDLE_SLEEP_S = 0.05
@@ -48,7 +52,7 @@ WRITER_READY = "ready"
 # Encode while at least this much of the machine's CPU time was idle over the last
 # IDLE_PERIOD_S; past the backlog limit (bytes not yet encoded), encode regardless.
 IDLE_FRACTION = 0.4
-IDLE_PERIOD_S = 0.5
+IDLE_PERIOD_S = 0.1  # a load that starts is noticed within this (0.5 s let ~25k rows through)
 BACKLOG_MIN = 1 << 30
 BACKLOG_MAX = 64 << 30
 
@@ -121,8 +125,8 @@ class SpoolFile:
             self.writer.wait()
             raise HerdtraceError(f"the recording writer did not start: {self._writer_error()}")
 
-    def append(self, ev: np.ndarray) -> None:
-        data = np.ascontiguousarray(ev).view(np.uint8).data
+    def append(self, frames: memoryview) -> None:
+        data = frames
         while data:
             n = os.write(self.fd, data)
             data = data[n:]
@@ -185,15 +189,18 @@ def follow(output: Path, parent: int) -> None:
             finished = done.exists()  # checked before reading: no record can follow it
             orphaned = not finished and os.getppid() != parent
             backlog = spool.stat().st_size - f.tell()
-            if not (finished or orphaned or backlog > limit or meter.spare()):
+            must = finished or orphaned or backlog > limit
+            if not (must or meter.spare()):
                 time.sleep(IDLE_SLEEP_S)
                 continue
-            rows = min(backlog // EVENT_SIZE, ROW_GROUP - buffered)
+            rows = min(backlog // FRAME, ROW_GROUP - buffered)
             if rows:
-                pending.append(np.frombuffer(f.read(rows * EVENT_SIZE), dtype=EVENT_DTYPE))
+                pending.append(records_of(f.read(rows * FRAME), EVENT_DTYPE))
                 buffered += rows
             end = (finished or orphaned) and not rows
-            if buffered and (buffered >= ROW_GROUP or end or time.monotonic() - last_write >= FLUSH_S):
+            due = buffered >= ROW_GROUP or end or time.monotonic() - last_write >= FLUSH_S
+            # Asked again: load may have begun while these rows were read.
+            if buffered and due and (must or meter.spare()):
                 writer.write(np.concatenate(pending))
                 pending, buffered, last_write = [], 0, time.monotonic()
             if end:
