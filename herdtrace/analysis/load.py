@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from herdtrace.schema import (
     Kind,
     Outcome,
     WaitCall,
-    fixed_size_binary,
     value_names,
 )
 from herdtrace.schema import CauseBasis as Basis
@@ -317,39 +316,46 @@ def threads_frame(started: pd.DataFrame, exited: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("start_ts", kind="stable").reset_index(drop=True)
 
 
-def table_of_events(events: np.ndarray) -> pa.Table:
-    """Records as the ring gives them (schema.EVENT_DTYPE) -> a table as analysis reads
-    one (enum values, zeros, command names as bytes, as schema 1 stored them), with
-    no names encoded on the way in to be decoded on the way out (`top`, every
-    interval)."""
-    columns: dict[str, pa.Array] = {}
-    for f in STORED_FIELDS:
-        col = np.ascontiguousarray(events[f.name])
-        columns[f.name] = fixed_size_binary(col) if f.name == "raddr" else pa.array(col)
-    return pa.table(columns)
+def _frame_of(events: np.ndarray, rows: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """Some records (schema.EVENT_DTYPE; `rows` selects them) -> the frame _take_pandas
+    would give for them once stored and read: the same columns, dtypes and peer words.
+    Column by column: only the fields a kind has are copied, not whole records."""
+    data: dict[str, np.ndarray] = {}
+    for name in columns:
+        if name == "raddr":
+            words = events["raddr"][rows].view(">u8").reshape(-1, 2)
+            data["peer_hi"], data["peer_lo"] = (words[:, 0].astype(np.uint64),
+                                                words[:, 1].astype(np.uint64))
+        else:
+            data[name] = events[name][rows]
+    return pd.DataFrame(data, index=pd.RangeIndex(int(rows.sum())))
 
 
-def recording_from_table(table: pa.Table, meta: RecordingMeta, path: Path,
-                         label: str) -> Recording:
-    """A Recording from events already in memory (`top`'s interval, a table of
-    stored rows or table_of_events'), as if loaded."""
-    tables = split_kinds([table], table.schema, (Kind.WAKEUP, *_REST))
-    wakeups = wakeups_frame(_take_pandas(tables, Kind.WAKEUP))
-    return _recording(path, label, meta, wakeups, tables)
+def recording_from_events(events: np.ndarray, meta: RecordingMeta, path: Path,
+                          label: str) -> Recording:
+    """Records as the ring gives them (schema.EVENT_DTYPE) -> a Recording with the
+    frames loading them from a file would give (`top`, every interval: numpy straight
+    to frames, no Arrow on the way, as nothing needs decoding)."""
+    kind = events["kind"]
+
+    def take(k: Kind) -> pd.DataFrame:
+        return _frame_of(events, kind == k, _KIND_COLUMNS[k])
+
+    return _recording(path, label, meta, wakeups_frame(take(Kind.WAKEUP)), take)
 
 
 _REST = (Kind.ACCEPT, Kind.CONN, Kind.THREAD, Kind.THREAD_EXIT)
 
 
 def _recording(path: Path, label: str, meta: RecordingMeta, wakeups: pd.DataFrame,
-               tables: dict[Kind, pa.Table]) -> Recording:
-    """The frames of the kinds other than wakeups, from their tables, and the Recording."""
+               take: Callable[[Kind], pd.DataFrame]) -> Recording:
+    """The frames of the kinds other than wakeups (`take` gives each kind's raw frame),
+    and the Recording."""
     return Recording(
         path=path, label=label, meta=meta, wakeups=wakeups,
-        accepts=accepts_frame(_take_pandas(tables, Kind.ACCEPT)),
-        connections=connections_frame(_take_pandas(tables, Kind.CONN)),
-        threads=threads_frame(_take_pandas(tables, Kind.THREAD),
-                              _take_pandas(tables, Kind.THREAD_EXIT)),
+        accepts=accepts_frame(take(Kind.ACCEPT)),
+        connections=connections_frame(take(Kind.CONN)),
+        threads=threads_frame(take(Kind.THREAD), take(Kind.THREAD_EXIT)),
     )
 
 
@@ -358,8 +364,9 @@ def load_recording(path: Path | str, label: str | None = None) -> Recording:
     pf, meta = read_metadata(path)
     # Wakeups first, converted before the rest is read: the peak is one copy of them.
     wakeups = wakeups_frame(_take_pandas(_read_kinds(pf, path, (Kind.WAKEUP,)), Kind.WAKEUP))
+    rest = _read_kinds(pf, path, _REST)
     return _recording(path, label or meta.label or path.stem, meta, wakeups,
-                      _read_kinds(pf, path, _REST))
+                      lambda k: _take_pandas(rest, k))
 
 
 TIME_COLUMNS = ("ts", "enter_ts", "oncpu_ts", "ret_ts", "conn_ts", "start_ts", "exit_ts")

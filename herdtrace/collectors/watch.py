@@ -144,7 +144,7 @@ class Watcher(Recorder):
         meta = RecordingMeta(attribution=self.plan.attribution if self.plan else None,
                              start_monotonic_ns=start_ns, end_monotonic_ns=end_ns,
                              lost_events=lost, probe_misses=misses)
-        rec = load.recording_from_table(load.table_of_events(events), meta, Path("top"), "top")
+        rec = load.recording_from_events(events, meta, Path("top"), "top")
         elapsed = now - start_s
         rows = per_listener.by_listener(rec, self.listeners, elapsed)
         for row in rows:  # an idle listener keeps the wait it was last seen in

@@ -15,9 +15,7 @@ from typer.testing import CliRunner
 from herdtrace.analysis import load, metrics
 from herdtrace.cli import app
 from herdtrace.collectors.session import RecordSummary
-from herdtrace.collectors.writer import events_to_batch
 from herdtrace.errors import HerdtraceError
-from herdtrace.metadata import RecordingMeta
 from herdtrace.schema import Cause, Outcome, WaitCall
 from tests.unit.builder import Builder
 
@@ -81,16 +79,15 @@ def test_small_tables_convert_as_large_ones_do(tmp_path: Path, monkeypatch: pyte
         pdt.assert_frame_equal(getattr(at_once, frame), getattr(by_column, frame), check_exact=True)
 
 
-def test_top_reads_ring_records_as_a_recording_reads_them() -> None:
+def test_top_reads_ring_records_as_a_recording_reads_them(tmp_path: Path) -> None:
     """top turns each interval's records into frames without writing them the way a
-    recording stores them: the frames must be the same either way."""
-    events = two_connections().array()
-    meta = RecordingMeta(start_monotonic_ns=0, end_monotonic_ns=3000, lost_events=0)
-    stored = pa.Table.from_batches([events_to_batch(events)])
-    as_stored = load.recording_from_table(stored, meta, Path("top"), "top")
-    direct = load.recording_from_table(load.table_of_events(events), meta, Path("top"), "top")
+    recording stores them: the frames must be those of the stored recording."""
+    made = two_connections()
+    stored = load.load_recording(made.write(tmp_path / "two.parquet"))
+    direct = load.recording_from_events(made.array(), stored.meta, Path("top"), "top")
     for frame in ("wakeups", "accepts", "connections", "threads"):
-        pdt.assert_frame_equal(getattr(direct, frame), getattr(as_stored, frame), check_exact=True)
+        pdt.assert_frame_equal(getattr(direct, frame), getattr(stored, frame), check_exact=True)
+    assert len(stored.wakeups) and len(stored.accepts) and len(stored.connections) and len(stored.threads)
 
 
 def test_fifo_match_gives_the_same_latencies(tmp_path: Path) -> None:
