@@ -113,8 +113,8 @@ class Recorder:
         now = time.monotonic()
         frames = self.reader.read()
         self.sink.write_frames(frames)
-        self.reader.release(frames)
-        batch = frames.records
+        self.reader.release(frames)  # its view is not to be read after this
+        drained = frames.consumed // self.reader.stride  # ring slots, discarded or not
         elapsed, self.last_drain = now - self.last_drain, now
         if frames.consumed > self.reader.size // 4:
             return 0.0
@@ -124,9 +124,9 @@ class Recorder:
         shortest = self.opts.drain_interval_s
         longest = max(shortest, min(self.opts.drain_interval_max_s,
                                     capacity / 2 / BURST_RECORDS_PER_S))
-        if not len(batch):
+        if not drained:
             return longest
-        fill_s = capacity / (len(batch) / max(elapsed, 1e-3))
+        fill_s = capacity / (drained / max(elapsed, 1e-3))
         return min(longest, max(shortest, fill_s / 8))
 
     def _trace(self, infos: list[targets.ThreadInfo], now_ns: int) -> list[targets.ThreadInfo]:
