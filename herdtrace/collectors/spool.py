@@ -4,11 +4,11 @@ The recording process only appends the ring's frames to `OUTPUT.spool` as the
 kernel wrote them (header and record, fixed size: one write from the mapped
 ring into the page cache, no copy of its own): it must keep draining the
 kernel's ring however busy the machine is. A second process, at nice 19,
-follows the spool, strips the headers (decoding waits, as perf's does for its
-report) and writes Parquet row groups, but only while the machine has a CPU to spare (or the spool
-has grown past its backlog limit, or recording has ended): nice 19 does not make
-encoding free, it takes the same cores the traced server needs, so under a
-saturating load encoding waits, as perf defers decoding to report time. Being a
+follows the spool, strips the headers and writes Parquet row groups, but only
+while the machine has a CPU to spare (or the spool has grown past its backlog
+limit, or recording has ended): nice 19 does not make encoding free, it takes
+the same cores the traced server needs, so under a saturating load encoding
+waits, as perf defers decoding to report time. Being a
 separate process, a descheduled writer can never hold up the drain (a thread
 could, holding the GIL), and a recorder that dies still leaves a complete file.
 
