@@ -17,7 +17,7 @@ import numpy as np
 
 from herdtrace import __version__
 from herdtrace.collectors import targets
-from herdtrace.collectors.ringbuf import Frames, frames_of
+from herdtrace.collectors.ringbuf import Frames, frames_of, records_of
 from herdtrace.collectors.spool import SpoolFile
 from herdtrace.errors import HerdtraceError
 from herdtrace.metadata import RecordingMeta, TargetMeta
@@ -134,7 +134,9 @@ class Sink:
         if self.spool is not None:
             self.spool.append(frames.raw)
         if self.tap is not None:
-            self.tap(ev.copy())  # the ring reuses its space once the frames are released
+            # A copy (the ring reuses its space once the frames are released), of the
+            # bytes: a structured array's strided copy takes ~6x as long.
+            self.tap(records_of(frames.raw, ev.dtype))
         self.tally.add(ev)
         self.rows += len(ev)
 
