@@ -223,9 +223,14 @@ def peer_words(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     n = len(arr)
     if n == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
-    words = np.frombuffer(arr.buffers()[1], dtype=">u8", count=2 * n,
-                          offset=arr.offset * 16).reshape(n, 2)
+        return address_words(np.zeros((0, 16), np.uint8))
+    return address_words(np.frombuffer(arr.buffers()[1], dtype=np.uint8, count=16 * n,
+                                       offset=arr.offset * 16).reshape(n, 16))
+
+
+def address_words(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 16) address bytes (network order) -> peer_hi and peer_lo as uint64."""
+    words = raw.view(">u8").reshape(-1, 2)
     return words[:, 0].astype(np.uint64), words[:, 1].astype(np.uint64)
 
 
@@ -323,9 +328,7 @@ def _frame_of(events: np.ndarray, rows: np.ndarray, columns: list[str]) -> pd.Da
     data: dict[str, np.ndarray] = {}
     for name in columns:
         if name == "raddr":
-            words = events["raddr"][rows].view(">u8").reshape(-1, 2)
-            data["peer_hi"], data["peer_lo"] = (words[:, 0].astype(np.uint64),
-                                                words[:, 1].astype(np.uint64))
+            data["peer_hi"], data["peer_lo"] = address_words(events["raddr"][rows])
         else:
             data[name] = events[name][rows]
     return pd.DataFrame(data, index=pd.RangeIndex(int(rows.sum())))
