@@ -17,6 +17,7 @@ Every figure is measured in this run; targets missed are printed with the gap.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,23 @@ def throughput(port: int, seconds: float) -> float:
 
 # wrk runs one thread: near a full core, it is what caps the throughput.
 CLIENT_BOUND_CORES = 0.9
+# wrk runs on one CPU, the server and the tracers wherever the scheduler puts them.
+# Left free, wrk shared a CPU with whichever workers the scheduler chose, run by run:
+# untraced nginx swung 12.9k-19.4k req/s (CV 0.12 over 8 runs), against 15.9k-20.0k
+# (CV 0.066) pinned; the lab's CV 0.081 -> 0.064 (docs/DESIGN-DECISIONS.md).
+CLIENT_CPU = 1
+
+
+@contextlib.contextmanager
+def client_pinned() -> Iterator[None]:
+    """Children started inside (wrk) inherit this affinity; restored after."""
+    before = os.sched_getaffinity(0)
+    cpu = CLIENT_CPU if CLIENT_CPU in before else min(before)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 @dataclass(frozen=True)
@@ -74,7 +93,8 @@ def measured_load(port: int, seconds: float) -> Load:
     the server's."""
     busy0 = busy_s()
     child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = run_wrk(LoadOptions(port=port, concurrency=16, duration=seconds))
+    with client_pinned():
+        result = run_wrk(LoadOptions(port=port, concurrency=16, duration=seconds))
     child1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, reaped by now
     busy1 = busy_s()
     requests = max(result.completed, 1)
@@ -143,7 +163,8 @@ STEPS = {"herdtrace empty-counting": "attaching what a counting script attaches"
 
 def report_observer(obs: dict[str, Any], baseline_name: str | None) -> list[str]:
     verdicts = []
-    say("\n1. Observer effect: saturating wrk -c16, a new connection per request; req/s "
+    say(f"\n1. Observer effect: saturating wrk -c16 on CPU {CLIENT_CPU}, a new connection per "
+        "request; req/s "
         "min median max, ratio of medians to untraced, the machine's CPU time per request "
         "(median, and its difference from untraced), the tracer's own CPU (user+system "
         "of its processes, cores, median) while the load ran, and the step from the row above")
