@@ -23,14 +23,10 @@ class Check:
 
 
 def check_privilege() -> Check:
-    root = os.geteuid() == 0
-    if features.has_bpf_privilege():
-        return Check("privilege", OK, "running as root" if root else "CAP_BPF and CAP_PERFMON")
-    if root:
-        return Check("privilege", FAIL, "root with its capabilities dropped",
-                     "run with CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON (a container: --privileged)")
-    return Check("privilege", FAIL, "not root and no CAP_BPF + CAP_PERFMON",
-                 "run as root: sudo .venv/bin/herdtrace ...")
+    problem = features.privilege_problem()
+    if problem is None:
+        return Check("privilege", OK, "running as root" if os.geteuid() == 0 else "CAP_BPF and CAP_PERFMON")
+    return Check("privilege", FAIL, problem.cause, problem.fix)
 
 
 def check_bpf_syscall() -> Check:

@@ -91,6 +91,27 @@ def has_bpf_privilege() -> bool:
     return bool(caps & (1 << CAP_SYS_ADMIN)) or caps & pair == pair
 
 
+@dataclass(frozen=True)
+class PrivilegeProblem:
+    """Why this process cannot load BPF, and the fix: doctor's row and record's error."""
+    cause: str
+    fix: str
+    dropped: bool  # root, with its capabilities dropped
+
+    def error(self) -> str:
+        need = "recording needs root (or CAP_BPF and CAP_PERFMON)"
+        return f"{need}, and this is {self.cause}: {self.fix}" if self.dropped else f"{need}: {self.fix}"
+
+
+def privilege_problem() -> PrivilegeProblem | None:
+    if has_bpf_privilege():
+        return None
+    if os.geteuid() == 0:
+        return PrivilegeProblem("root with its capabilities dropped", "run with CAP_SYS_ADMIN, or "
+                                "CAP_BPF and CAP_PERFMON (a container: --privileged)", dropped=True)
+    return PrivilegeProblem("not root and no CAP_BPF + CAP_PERFMON", "run with sudo", dropped=False)
+
+
 def bpf_syscall_errno() -> int:
     """Call bpf(BPF_MAP_CREATE) with an empty attribute: EINVAL means the syscall exists."""
     nr = SYS_BPF.get(platform.machine())

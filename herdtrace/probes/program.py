@@ -242,8 +242,9 @@ def import_bcc() -> Any:
 
 
 def require_privilege() -> None:
-    if not features.has_bpf_privilege():
-        raise HerdtraceError("recording needs root (or CAP_BPF and CAP_PERFMON): run with sudo")
+    problem = features.privilege_problem()
+    if problem is not None:
+        raise HerdtraceError(problem.error())
 
 
 def load(probe_plan: ProbePlan) -> Any:

@@ -118,4 +118,19 @@ def test_root_without_capabilities_is_refused_in_one_line(tmp_path: Path, cmd: l
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "herdtrace: error: recording needs root (or CAP_BPF and CAP_PERFMON): run with sudo"]
+        "herdtrace: error: recording needs root (or CAP_BPF and CAP_PERFMON), and this is root "
+        "with its capabilities dropped: run with CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON "
+        "(a container: --privileged)"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="dropping capabilities as root needs root and setpriv")
+def test_doctor_names_the_same_privilege_problem_as_record() -> None:
+    """One diagnosis: doctor's privilege row gives the cause and fix record's error gives."""
+    out = subprocess.run(["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
+                          "--", sys.executable, "-m", "herdtrace", "doctor"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    row = next(line for line in out.stdout.splitlines() if " privilege: " in line)
+    assert row == ("fail privilege: root with its capabilities dropped -> fix: run with "
+                   "CAP_SYS_ADMIN, or CAP_BPF and CAP_PERFMON (a container: --privileged)")
