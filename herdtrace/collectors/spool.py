@@ -17,8 +17,11 @@ file open, pyarrow's one-time set-up: ~0.5 s of CPU, at normal priority so that 
 busy machine does not hold it up), drops to nice 19 and says it is ready: under
 load it costs the traced server nothing until it has measured a spare CPU.
 
-At the end the recording process writes `OUTPUT.spool.done` (the metadata); the
-writer finishes the spool, writes the footer, removes both files and exits.
+At the end the recording process writes `OUTPUT.spool.done` (the metadata) and
+closes the writer's stdin; the writer finishes the spool, writes the footer,
+removes both files and exits. That pipe is how the writer waits: with nothing to
+encode it sleeps on it up to IDLE_WAIT_S, and wakes at once when the recorder
+hangs up (finished, or died: the kernel closes the pipe).
 
 Run as: python -m herdtrace.collectors.spool OUTPUT RECORDER_PID
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -47,12 +51,15 @@ from herdtrace.workloads.pipes import lines_within
 FRAME = frame_size(EVENT_SIZE)
 ROW_GROUP = 65536
 FLUSH_S = 1.0
-IDLE_SLEEP_S = 0.05
 WRITER_READY = "ready"
 # Encode while at least this much of the machine's CPU time was idle over the last
 # IDLE_PERIOD_S; past the backlog limit (bytes not yet encoded), encode regardless.
 IDLE_FRACTION = 0.4
 IDLE_PERIOD_S = 0.1  # a load that starts is noticed within this (0.5 s let ~25k rows through)
+# Rows waiting for a spare CPU: looked at once a period (each look is a fresh
+# measurement; at 0.05 s every other one was not, and each look costs a wakeup).
+IDLE_SLEEP_S = IDLE_PERIOD_S
+IDLE_WAIT_S = 1.0  # nothing to encode: idle costs one wakeup a second, not twenty
 BACKLOG_MIN = 1 << 30
 BACKLOG_MAX = 64 << 30
 
@@ -84,6 +91,11 @@ class IdleMeter:
             return (0, 0)
         return sum(fields[3:5]), sum(fields)  # idle + iowait, total
 
+    def restart(self) -> None:
+        """After a long wait: judge only what comes next (a load that just began)."""
+        self.at = None
+        self.idle = False
+
     def spare(self) -> bool:
         now = time.monotonic()
         if self.at is None:
@@ -114,7 +126,7 @@ class SpoolFile:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self.writer = subprocess.Popen(
             [sys.executable, "-m", "herdtrace.collectors.spool", str(output), str(os.getpid())],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -144,6 +156,8 @@ class SpoolFile:
         tmp = done_path(self.output).with_suffix(".tmp")
         tmp.write_text(json.dumps(metadata))
         tmp.rename(done_path(self.output))  # atomic: the writer sees all of it or nothing
+        assert self.writer.stdin is not None
+        self.writer.stdin.close()  # after the rename: a hang-up with no metadata is a death
         try:
             self.writer.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -162,7 +176,13 @@ class SpoolFile:
             p.unlink(missing_ok=True)
 
 
-def follow(output: Path, parent: int) -> None:
+def hung_up(fd: int, seconds: float) -> bool:
+    """Wait up to `seconds` for the recorder to close our stdin (it never writes)."""
+    ready, _, _ = select.select([fd], [], [], seconds)
+    return bool(ready) and os.read(fd, 1) == b""
+
+
+def follow(output: Path, parent: int, hangup: int) -> None:
     """The writer process: spool -> Parquet row groups, until the metadata arrives.
 
     Row groups of ROW_GROUP rows, or whatever arrived within FLUSH_S, written while
@@ -176,7 +196,7 @@ def follow(output: Path, parent: int) -> None:
     pending: list[np.ndarray] = []
     buffered = 0
     last_write = time.monotonic()
-    orphaned = False
+    orphaned = gone = False
     meter = IdleMeter()
     limit = backlog_limit(output.parent)
     # Start-up at normal priority (at nice 19 on a saturated machine it took longer
@@ -187,11 +207,15 @@ def follow(output: Path, parent: int) -> None:
     with spool.open("rb") as f:
         while True:
             finished = done.exists()  # checked before reading: no record can follow it
-            orphaned = not finished and os.getppid() != parent
+            orphaned = not finished and (gone or os.getppid() != parent)
             backlog = spool.stat().st_size - f.tell()
+            if not (backlog or buffered or finished or orphaned):
+                gone = hung_up(hangup, IDLE_WAIT_S)
+                meter.restart()
+                continue
             must = finished or orphaned or backlog > limit
             if not (must or meter.spare()):
-                time.sleep(IDLE_SLEEP_S)
+                gone = hung_up(hangup, IDLE_SLEEP_S)
                 continue
             rows = min(backlog // FRAME, ROW_GROUP - buffered)
             if rows:
@@ -206,7 +230,7 @@ def follow(output: Path, parent: int) -> None:
             if end:
                 break
             if not rows:
-                time.sleep(IDLE_SLEEP_S)
+                gone = hung_up(hangup, IDLE_SLEEP_S)
     meta = json.loads(done.read_text()) if not orphaned else orphan_metadata()
     writer.close(meta)
     spool.unlink()
@@ -220,7 +244,7 @@ def orphan_metadata() -> dict[str, Any]:
 def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):  # the recorder decides when to stop
         signal.signal(sig, signal.SIG_IGN)
-    follow(Path(sys.argv[1]), int(sys.argv[2]))
+    follow(Path(sys.argv[1]), int(sys.argv[2]), sys.stdin.fileno())
 
 
 if __name__ == "__main__":
