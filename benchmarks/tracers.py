@@ -42,12 +42,22 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
     return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
 
 
+def run_seconds(pid: int) -> float:
+    """Time a process's live threads have run, to the nanosecond (schedstat), where
+    utime+stime count whole clock ticks: 10 ms, a third of a 3 s run's 0.003 cores."""
+    try:
+        return sum(int((task / "schedstat").read_text().split()[0])
+                   for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+    except (OSError, IndexError, ValueError):  # a thread gone meanwhile; no schedstat
+        return cpu_seconds(pid)
+
+
 def tree_cpu_seconds(root: int) -> float:
     """CPU time of a process and everything below it, as far as they are alive."""
     total = 0.0
     for pid in descendants((root,)):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            total += cpu_seconds(pid)
+            total += run_seconds(pid)
     return total
 
 
