@@ -324,14 +324,16 @@ def threads_frame(started: pd.DataFrame, exited: pd.DataFrame) -> pd.DataFrame:
 def _frame_of(events: np.ndarray, rows: np.ndarray, columns: list[str]) -> pd.DataFrame:
     """Some records (schema.EVENT_DTYPE; `rows` selects them) -> the frame _take_pandas
     would give for them once stored and read: the same columns, dtypes and peer words.
-    Column by column: only the fields a kind has are copied, not whole records."""
+    Column by column: only the fields a kind has are copied, not whole records, at
+    indices found once (a mask per column took 2-2.6x as long)."""
+    at = np.flatnonzero(rows)
     data: dict[str, np.ndarray] = {}
     for name in columns:
         if name == "raddr":
-            data["peer_hi"], data["peer_lo"] = address_words(events["raddr"][rows])
+            data["peer_hi"], data["peer_lo"] = address_words(events["raddr"][at])
         else:
-            data[name] = events[name][rows]
-    return pd.DataFrame(data, index=pd.RangeIndex(int(rows.sum())))
+            data[name] = events[name][at]
+    return pd.DataFrame(data, index=pd.RangeIndex(len(at)))
 
 
 def recording_from_events(events: np.ndarray, meta: RecordingMeta, path: Path,
@@ -339,7 +341,7 @@ def recording_from_events(events: np.ndarray, meta: RecordingMeta, path: Path,
     """Records as the ring gives them (schema.EVENT_DTYPE) -> a Recording with the
     frames loading them from a file would give (`top`, every interval: numpy straight
     to frames, no Arrow on the way, as nothing needs decoding)."""
-    kind = events["kind"]
+    kind = np.ascontiguousarray(events["kind"])  # compared once a kind: not strided
 
     def take(k: Kind) -> pd.DataFrame:
         return _frame_of(events, kind == k, _KIND_COLUMNS[k])
