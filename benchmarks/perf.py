@@ -166,8 +166,8 @@ def report_observer(obs: dict[str, Any], baseline_name: str | None) -> list[str]
     say(f"\n1. Observer effect: saturating wrk -c16 on CPU {CLIENT_CPU}, a new connection per "
         "request; req/s "
         "min median max, ratio of medians to untraced, the machine's CPU time per request "
-        "(median, and its difference from untraced), the tracer's own CPU (user+system "
-        "of its processes, cores, median) while the load ran, and the step from the row above")
+        "(median, and its difference from untraced), the tracer's own CPU (run time of "
+        "its processes' threads from schedstat, cores, median) while the load ran, and the step from the row above")
     for target, by_tracer in obs["throughput"].items():
         base = statistics.median(by_tracer["untraced"])
         per_request = obs.get("cpu_us_per_request", {}).get(target, {})
