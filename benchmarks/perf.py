@@ -149,6 +149,16 @@ def observer_effect(repeats: int, seconds: float,
             "cpu_us_per_request": per_request, "client_cores": client}
 
 
+def rounds_ahead(mine: list[float], other: list[float]) -> str:
+    """How many of the repeats (each runs every tracer once, back to back) `mine`
+    kept at least `other`'s throughput in: a median's verdict that the rounds split
+    on is within this run's noise, one all rounds agree on is not."""
+    ahead = sum(a >= b for a, b in zip(mine, other, strict=True))
+    rounds = len(mine)
+    settled = "the rounds agree" if ahead in (0, rounds) else "not resolved by this run"
+    return f"ahead in {ahead} of {rounds} rounds: {settled}"
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):8.0f} {statistics.median(values):8.0f} {max(values):8.0f}"
 
@@ -201,21 +211,24 @@ def report_observer(obs: dict[str, Any], baseline_name: str | None) -> list[str]
             if "bpftrace" in ratios and name in ratios:
                 ok = ratios[name] >= ratios["bpftrace"]
                 verdicts.append(f"{target}: {name} {ratios[name]:.3f} vs bpftrace {ratios['bpftrace']:.3f}: "
-                                + ("met" if ok else f"missed by {ratios['bpftrace'] - ratios[name]:.3f}"))
+                                + ("met" if ok else f"missed by {ratios['bpftrace'] - ratios[name]:.3f}")
+                                + f" ({rounds_ahead(by_tracer[name], by_tracer['bpftrace'])})")
         herd_script = tracers.BpftraceHerd.name
         if herd_script in ratios and LIGHT in ratios:  # like for like: no verdict of its own
             verdicts.append(f"{target}: for reference, {LIGHT} {ratios[LIGHT]:.3f} vs "
                             f"{herd_script} {ratios[herd_script]:.3f} "
                             f"({ratios[LIGHT] - ratios[herd_script]:+.3f})")
-        if "herdtrace top" in ratios:
+        if "herdtrace top" in ratios and "herdtrace" in ratios:
             top = ratios["herdtrace top"]
             verdicts.append(f"{target}: top {top:.3f} vs record {mine:.3f}: "
                             + ("met" if top >= mine else f"missed by {mine - top:.3f}")
-                            + " (top costs no more than record)")
-        if "perf record" in ratios:
+                            + " (top costs no more than record; "
+                            + f"{rounds_ahead(by_tracer['herdtrace top'], by_tracer['herdtrace'])})")
+        if "perf record" in ratios and "herdtrace" in ratios:
             ok = mine > ratios["perf record"]
             verdicts.append(f"{target}: herdtrace {mine:.3f} vs perf record {ratios['perf record']:.3f}: "
-                            + ("met" if ok else f"missed by {ratios['perf record'] - mine:.3f}"))
+                            + ("met" if ok else f"missed by {ratios['perf record'] - mine:.3f}")
+                            + f" ({rounds_ahead(by_tracer['herdtrace'], by_tracer['perf record'])})")
         floor = ratios.get("herdtrace empty")
         if floor is not None and baseline_name in ratios:
             now, before = floor - mine, floor - ratios[baseline_name]
