@@ -14,15 +14,17 @@ def _quit(signum: int, frame: FrameType | None) -> None:
 
 def run() -> None:
     # Ctrl-C while the command's modules load (typer, numpy, pandas: a few tenths
-    # of a second) ends quietly, as it does once a command runs. Started with
-    # SIGINT ignored (in the background), it stays ignored.
+    # of a second) and its command line is built ends quietly, as it does once a
+    # command runs (click catches it from there). Started with SIGINT ignored (in
+    # the background), it stays ignored.
     before = signal.getsignal(signal.SIGINT)
     if before is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _quit)
-    from herdtrace.cli import main
+    from herdtrace.cli import command
 
+    cli = command()
     signal.signal(signal.SIGINT, before if before is not None else signal.default_int_handler)
-    main()
+    cli()
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
+import typer.main
 from typer.core import TyperGroup
 
 from herdtrace import __version__
@@ -62,5 +64,12 @@ def _register() -> None:
 _register()
 
 
+def command() -> Callable[[], Any]:
+    """The command line as click runs it. Typer builds it by inspecting every
+    command's signature (tens of ms): `herdtrace` builds it before it lets Ctrl-C
+    raise, so that one arriving meanwhile ends it as quietly as during the imports."""
+    return typer.main.get_command(app)
+
+
 def main() -> None:
-    app()
+    command()()
