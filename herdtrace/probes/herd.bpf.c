@@ -1092,14 +1092,19 @@ TRACEPOINT_PROBE(net, netif_receive_skb) {
 #endif
 
 #ifdef HAVE_SK_DATA_READY
-// Whether a readable socket can be the established child's listener.
-static __always_inline int is_listening(const void *sk) {
+// Whether a readable socket is the listener of the child this task just established
+// on this CPU (its parent's sk_data_ready follows in the same call chain,
+// tcp_child_process). With the socket's state and port readable, that alone says
+// so, however long the CPU was away between the two (a VM's vCPU preempted: 300 us
+// was seen); classic tracepoints can only rule out the accepted sockets, so a time
+// bound guards them.
+static __always_inline int is_parent(const void *sk, const struct net_cause *c, u64 now) {
 #ifdef RAW_NET
-    u8 state = 0;
-    bpf_probe_read_kernel(&state, sizeof(state), (const u8 *)sk + SK_STATE_OFF);
-    return state == ST_LISTEN;
+    struct sk_head h = {};
+    read_sk_head((const u8 *)sk, &h);
+    return h.state == ST_LISTEN && h.num == c->conn_port;
 #else
-    return !conn_find((u64)sk);  // not one of its accepted sockets
+    return now - c->conn_ts < CONN_WINDOW_NS && !conn_find((u64)sk);
 #endif
 }
 
@@ -1123,9 +1128,9 @@ static __always_inline void on_data_ready(const void *sk) {
     c->ready_cause = HERD_CAUSE_NONE;  // decided by ready_cause_of, from the socket itself
     return;
 #endif
-    if (c->conn_ts && now - c->conn_ts < CONN_WINDOW_NS && c->conn_waker == id &&
-        !c->conn_used && skaddr != c->conn_sk && is_listening(sk)) {
-        // Just after a child was established, by the same task on this CPU: its
+    if (c->conn_ts && c->conn_waker == id && !c->conn_used && skaddr != c->conn_sk &&
+        is_parent(sk, c, now)) {
+        // After a child was established, by the same task on this CPU: its
         // listener (tcp_child_process wakes the parent). Use the connection once.
         c->conn_used = 1;
         c->ready_cause = HERD_CAUSE_LISTENER;
