@@ -70,6 +70,3 @@ def command() -> Callable[[], Any]:
     raise, so that one arriving meanwhile ends it as quietly as during the imports."""
     return typer.main.get_command(app)
 
-
-def main() -> None:
-    command()()

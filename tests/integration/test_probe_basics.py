@@ -71,6 +71,22 @@ def test_without_connections_the_state_probe_is_left_out() -> None:
     assert plan.attribution == "sk_data_ready"
 
 
+def test_classic_tracepoints_are_the_fallback_and_load_here() -> None:
+    """Where the kernel's BTF does not give the raw tracepoints' offsets, every probe
+    is a classic tracepoint (the listener rule then bounded in time): that program
+    compiles and loads too, and the plan says so."""
+    plan = program.plan(program.ProbeOptions(ringbuf_pages=8, raw_tracepoints=False))
+    assert set(plan.methods.values()) == {"tracepoint"}
+    assert not any(f.startswith(("-DRAW_SCHED", "-DRAW_NET")) for f in plan.cflags)
+    bpf = program.load(plan)
+    try:
+        names = {name.decode() for name in bpf.funcs}
+    finally:
+        bpf.cleanup()
+    assert names and not any(name.startswith("raw_tracepoint") for name in names)
+    assert any(name.endswith("sk_data_ready") for name in names) == (plan.attribution == "sk_data_ready")
+
+
 @pytest.mark.parametrize("options", [{"cause_basis": "conn-state"}, {"cross_check_causes": True}])
 def test_without_connections_refuses_the_connection_state_rule(options: dict[str, object]) -> None:
     with pytest.raises(HerdtraceError, match="--no-connections works with sk_data_ready alone"):
