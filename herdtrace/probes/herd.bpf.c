@@ -1111,7 +1111,8 @@ static __always_inline int is_parent(const void *sk, const struct net_cause *c, 
 // A socket became readable (the waker's context), just before the wakeups it causes.
 // Runs for every readable socket on the machine: no map is looked up here
 // (ready_cause_of does that for the few that wake a traced thread), and the listener
-// rule below reads the socket only just after a traced listener's child was established.
+// rule below reads the socket only once a traced listener's child was established by
+// this task, until that child's listener is found.
 static __always_inline void on_data_ready(const void *sk) {
     int zero = 0;
     struct net_cause *c = cause.lookup(&zero);

@@ -33,13 +33,18 @@ def test_kernel_struct_matches_schema() -> None:
         bpf.cleanup()
 
 
-def _loaded(ablate: str | None = None, connections: bool = True) -> set[str]:
-    options = program.ProbeOptions(ringbuf_pages=8, ablate=ablate, connections=connections)
-    bpf = program.load(program.plan(options))
+def _programs(plan: program.ProbePlan) -> set[str]:
+    """The programs `plan` loads (and attaches), by name; unloaded again."""
+    bpf = program.load(plan)
     try:
         return {name.decode() for name in bpf.funcs}
     finally:
         bpf.cleanup()
+
+
+def _loaded(ablate: str | None = None, connections: bool = True) -> set[str]:
+    return _programs(program.plan(program.ProbeOptions(ringbuf_pages=8, ablate=ablate,
+                                                       connections=connections)))
 
 
 def test_the_counting_ablation_attaches_only_what_a_counting_script_does() -> None:
@@ -78,11 +83,7 @@ def test_classic_tracepoints_are_the_fallback_and_load_here() -> None:
     plan = program.plan(program.ProbeOptions(ringbuf_pages=8, raw_tracepoints=False))
     assert set(plan.methods.values()) == {"tracepoint"}
     assert not any(f.startswith(("-DRAW_SCHED", "-DRAW_NET")) for f in plan.cflags)
-    bpf = program.load(plan)
-    try:
-        names = {name.decode() for name in bpf.funcs}
-    finally:
-        bpf.cleanup()
+    names = _programs(plan)
     assert names and not any(name.startswith("raw_tracepoint") for name in names)
     assert any(name.endswith("sk_data_ready") for name in names) == (plan.attribution == "sk_data_ready")
 
