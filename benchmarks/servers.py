@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from herdtrace.collectors.targets import descendants
+from herdtrace.procfs import descendants
 from herdtrace.workloads import real_servers
 from herdtrace.workloads.lab import LabServer
 from herdtrace.workloads.server import ServerOptions

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import IO
 
 from herdtrace.bench.runner import record_argv
-from herdtrace.collectors.targets import descendants
 from herdtrace.probes import program
 from herdtrace.probes.features import REQUIRED_TRACEPOINTS
+from herdtrace.procfs import descendants
 from herdtrace.workloads.pipes import lines_within
 from tests.integration.independent import script as counting_script
 

@@ -21,6 +21,7 @@ class TargetMeta:
     listen_ports: list[int] = field(default_factory=list)
     listeners: list[dict[str, Any]] = field(default_factory=list)  # listeners.Listener.to_json()
     followed_pids: list[int] = field(default_factory=list)  # every process followed
+    server: dict[str, Any] | None = None  # servers.Server.to_json(): what serves the listener
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class RecordingMeta:
     stop_reason: str | None = None  # signal, duration, target exited, recorder died, ...
     target: TargetMeta = field(default_factory=TargetMeta)
     attribution: str | None = None  # sk_data_ready, conn_state, solisten_wakeup or none
+    # How a wakeup's on-CPU time (cpu_ns) was measured: "sched_switch" (every switch
+    # in and out), "on-cpu to sleep" (DTrace: preemptions inside included); None: not
+    # measured (schema < 4).
+    cpu_time: str | None = None
     lost_events: int | None = 0  # None: nobody could count them (the recorder died)
     lost_per_cpu: list[int] = field(default_factory=list)
     probe_misses: int | None = None  # None: not counted (kernel < 5.12, older recordings)

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 3  # 2: wakeup cause, cause_basis, listener port; 3: names, nulls, comm text
+SCHEMA_VERSION = 4  # 2: wakeup cause, cause_basis, listener port; 3: names, nulls, comm text;
+# 4: a wakeup's on-CPU time (cpu_ns)
 METADATA_KEY = b"herdtrace"
 HEADER_PATH = Path(__file__).parent / "probes" / "herd_event.h"
 
@@ -180,6 +181,9 @@ FIELDS: tuple[Field, ...] = (
     Field("other_tgid", "u32", "wakeup: waker process"),
     Field("fd", "s32", "wakeup: fd argument of the wait (nfds for poll/select); accept: fd"),
     Field("ret", "s32", "wakeup: return of the woken wait; accept: new fd or -errno"),
+    Field("cpu_ns", "u32", "wakeup: on-CPU time it led to, from its switch-in to the thread's "
+          "next switch-out into a wait (absorbed: back to sleep in the same wait); saturates "
+          "at 2^32-1 ns"),
     Field("lport", "u16", "conn: local (listening) port; wakeup: the listener's, for listener wakeups"),
     Field("rport", "u16", "conn/accept: peer port"),
     Field("cpu", "u16", "CPU the record was made on (wakeup: the waker's)"),
@@ -197,7 +201,7 @@ FIELDS: tuple[Field, ...] = (
     Field("raddr", "u8[16]", "conn/accept: peer address, 16 bytes in network order, IPv6 or "
           "IPv4-mapped (::ffff:a.b.c.d); with rport, the peer"),
     Field("comm", "char[16]", "thread: command name"),
-    Field("pad", "u8[6]", "padding to a multiple of 8 bytes", stored=False),
+    Field("pad", "u8[2]", "padding to a multiple of 8 bytes", stored=False),
 )
 
 _NUMPY = {"u64": "<u8", "u32": "<u4", "s32": "<i4", "u16": "<u2", "u8": "u1"}

@@ -19,6 +19,7 @@ from herdtrace.metadata import RecordingMeta
 from herdtrace.schema import (
     COLUMNS,
     EAGAIN,
+    EVENT_DTYPE,
     METADATA_KEY,
     SCHEMA_VERSION,
     STORED_FIELDS,
@@ -36,12 +37,13 @@ OUTCOMES = pd.CategoricalDtype([o.name.lower() for o in Outcome if o != Outcome.
 WAIT_CALLS = pd.CategoricalDtype([c.name.lower() for c in WaitCall if c != WaitCall.NONE])
 CAUSES = pd.CategoricalDtype([c.name.lower() for c in Cause if c != Cause.NONE])
 CAUSE_BASES = pd.CategoricalDtype([b.name.lower() for b in Basis if b != Basis.NONE])
-# Columns a schema-1 recording lacks, read as all zero: cause unknown.
-ADDED_IN_2 = ("cause", "cause_basis")
+# Columns older recordings lack, read as all zero: cause unknown (schema 1), on-CPU
+# time not measured (schema < 4: metadata cpu_time is None).
+ADDED_IN = {"cause": 2, "cause_basis": 2, "cpu_ns": 4}
 
 _WAKEUP_COLS = ["ts", "enter_ts", "oncpu_ts", "ret_ts", "sk", "conn_id", "tid", "tgid",
                 "other_tid", "other_tgid", "fd", "ret", "lport", "cpu", "target_cpu", "accepts",
-                "eagains", "outcome", "wait_call", "flags", "cause", "cause_basis"]
+                "eagains", "outcome", "wait_call", "flags", "cause", "cause_basis", "cpu_ns"]
 _ACCEPT_COLS = ["ts", "enter_ts", "tid", "tgid", "fd", "ret", "rport", "wait_call", "flags", "raddr"]
 _CONN_COLS = ["ts", "conn_id", "sk", "lport", "rport", "cpu", "flags", "raddr"]
 _THREAD_COLS = ["ts", "tid", "tgid", "other_tid", "comm"]
@@ -81,7 +83,7 @@ def read_metadata(path: Path) -> tuple[pq.ParquetFile, RecordingMeta]:
         raise HerdtraceError(f"{path}: schema version {version} is newer than this herdtrace "
                              f"reads ({SCHEMA_VERSION}): upgrade herdtrace")
     missing = [c for c in COLUMNS if c not in pf.schema_arrow.names
-               and not (version < 2 and c in ADDED_IN_2)]
+               and not version < ADDED_IN.get(c, 0)]
     if missing:
         raise HerdtraceError(f"{path}: missing columns {', '.join(missing)}")
     # Names read as dictionaries: what the writer stored, and cheap to turn into codes.
@@ -150,11 +152,11 @@ def _codes_of(chunk: pa.Array, values: dict[str, int]) -> pa.Array:
 
 def as_read(rg: pa.Table, file_columns: Iterable[str]) -> pa.Table:
     """A row group of any schema version as analysis reads it: enum values (as_codes),
-    and the columns schema 1 lacked (absent from `file_columns`) as zeros: cause unknown."""
+    and the columns older schemas lacked (absent from `file_columns`) as zeros."""
     rg = as_codes(rg)
-    for c in ADDED_IN_2:
+    for c in ADDED_IN:
         if c not in file_columns:
-            rg = rg.append_column(c, pa.array(np.zeros(rg.num_rows, np.uint8)))
+            rg = rg.append_column(c, pa.array(np.zeros(rg.num_rows, EVENT_DTYPE[c])))
     return rg
 
 

@@ -306,9 +306,48 @@ class Summary:
     attribution: str | None
     eagain_per_accept: float | None
     kernel: str | None
+    # On-CPU time of woken-but-idle listener wakeups (absorbed + eagain): what the
+    # herd costs. None where the recording did not measure on-CPU time.
+    wasted_cpu_s: float | None = None
+    wasted_cpu_us_per_connection: float | None = None
+    wasted_cores: float | None = None  # at the recording's connection rate
+    # On-CPU time of every wakeup per accepted connection: the server's CPU per
+    # connection as the recording saw it (what a fix's before/after compares).
+    cpu_us_per_connection: float | None = None
+    mode: str | None = None  # how /proc showed the listeners waited on, where they agree
+    server: dict[str, Any] | None = None  # what serves the listener (name, version, ...)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+IDLE = ("absorbed", "eagain")
+
+
+def idle_cpu_ns(herd: pd.DataFrame) -> int:
+    """On-CPU time of the woken-but-idle among `herd` (listener wakeups)."""
+    idle = herd["outcome"].isin(IDLE).to_numpy()
+    return int(herd["cpu_ns"].to_numpy(np.int64)[idle].sum())
+
+
+def wasted_cpu(idle_ns: int, all_ns: int, accepts: int,
+               meta: RecordingMeta) -> dict[str, float | None]:
+    """The herd's CPU: total, per accepted connection, and in cores over the recording
+    (that is, at its connection rate); and every wakeup's CPU per connection."""
+    if meta.cpu_time is None:
+        return {"wasted_cpu_s": None, "wasted_cpu_us_per_connection": None, "wasted_cores": None,
+                "cpu_us_per_connection": None}
+    seconds = idle_ns / 1e9
+    duration = meta.duration_s
+    return {"wasted_cpu_s": seconds, "wasted_cpu_us_per_connection": ratio(idle_ns / 1e3, accepts),
+            "wasted_cores": seconds / duration if duration else None,
+            "cpu_us_per_connection": ratio(all_ns / 1e3, accepts)}
+
+
+def listener_mode(meta: RecordingMeta) -> str | None:
+    """The mode /proc showed for the recording's listeners, where they agree."""
+    modes = {lst.get("mode") for lst in meta.target.listeners}
+    return modes.pop() if len(modes) == 1 else None
 
 
 def summarize(rec: Recording, match: Match | None = None) -> Summary:
@@ -356,6 +395,10 @@ def summarize(rec: Recording, match: Match | None = None) -> Summary:
         attribution=rec.meta.attribution,
         eagain_per_accept=ratio(eagain, accepts),
         kernel=rec.meta.kernel_release,
+        **wasted_cpu(idle_cpu_ns(herd), int(w["cpu_ns"].to_numpy(np.int64).sum()), accepts,
+                     rec.meta),
+        mode=listener_mode(rec.meta),
+        server=rec.meta.target.server,
     )
 
 
@@ -415,7 +458,9 @@ COMPARED = {"herd_factor": ("herd_factor",), "threads_woken_per_connection": ("t
             "idle_fraction": ("idle_fraction",), "eagain_per_accept": ("eagain_per_accept",),
             "wakeups_per_accept": ("wakeups_per_accept",),
             "wake_latency_p50_us": ("wake_latency_us", "p50"), "wake_latency_p99_us": ("wake_latency_us", "p99"),
-            "accept_latency_p50_us": ("accept_latency_us", "p50")}
+            "accept_latency_p50_us": ("accept_latency_us", "p50"),
+            "wasted_cpu_us_per_connection": ("wasted_cpu_us_per_connection",),
+            "cpu_us_per_connection": ("cpu_us_per_connection",)}
 
 
 def figure(summary: Summary, path: tuple[str, ...]) -> float | None:

@@ -46,7 +46,7 @@ from herdtrace.schema import EAGAIN, Cause, Flag, Kind, Outcome, WaitCall
 BIN_GROWTH = 1.01
 BINS = int(np.ceil(np.log(1e12) / np.log(BIN_GROWTH))) + 1
 COLUMNS = ["kind", "ts", "oncpu_ts", "ret_ts", "ret", "tid", "conn_id", "outcome", "cause",
-           "wait_call", "flags", "comm", "rport", "raddr"]
+           "wait_call", "flags", "comm", "rport", "raddr", "cpu_ns"]
 MATCH_BATCH = 500_000  # accepts and connections matched at once
 
 
@@ -97,6 +97,8 @@ class Partial:
     carry_conns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     wait_calls: np.ndarray = field(default_factory=lambda: np.zeros(len(WaitCall), np.int64))
     rewakes: int = 0  # listener wakeups flagged epoll_rewake
+    idle_cpu_ns: int = 0  # on-CPU time of woken-but-idle listener wakeups
+    cpu_ns: int = 0  # on-CPU time of every wakeup
     comms: dict[int, str] = field(default_factory=dict)  # thread -> command name
     accept_latency: np.ndarray = field(default_factory=lambda: np.zeros(BINS, np.int64))
     accept_latency_max: float = 0.0
@@ -130,6 +132,10 @@ class Partial:
         self.listener_outcomes += np.bincount(outcome[herd], minlength=len(Outcome))[: len(Outcome)]
         self.wait_calls += np.bincount(w["wait_call"][herd], minlength=len(WaitCall))[: len(WaitCall)]
         self.rewakes += int(np.count_nonzero(w["flags"][herd] & int(Flag.EPOLL_REWAKE)))
+        idle = herd & ((outcome == Outcome.ABSORBED) | (outcome == Outcome.EAGAIN))
+        cpu = w["cpu_ns"].astype(np.int64)
+        self.idle_cpu_ns += int(cpu[idle].sum())
+        self.cpu_ns += int(cpu.sum())
         self.workers.update(np.unique(w["tid"][herd]).tolist())
         oncpu = w["oncpu_ts"]
         seen = oncpu > 0
@@ -208,7 +214,7 @@ def partial_of(path: Path) -> tuple[Partial, RecordingMeta]:
             kind = rg["kind"]
             p.add_wakeups(_columns(rg, pc.equal(kind, int(Kind.WAKEUP)),
                                    ["outcome", "cause", "ret", "ret_ts", "wait_call", "oncpu_ts",
-                                    "ts", "tid", "conn_id", "flags"]), listener_basis)
+                                    "ts", "tid", "conn_id", "flags", "cpu_ns"]), listener_basis)
             accepts = _accept_frame(rg.filter(pc.equal(kind, int(Kind.ACCEPT))))
             conns = _conn_frame(rg.filter(pc.equal(kind, int(Kind.CONN))))
             p.add_accepts(accepts)
@@ -244,7 +250,7 @@ def analyse(path: Path | str, label: str | None = None) -> Streamed:
     calls = pd.Series(p.wait_calls[1:], index=[c.name.lower() for c in WaitCall if c != WaitCall.NONE])
     workers = [p.comms[t] for t in p.workers if t in p.comms]
     ev = verdict.Evidence(
-        mode=verdict.listener_mode(meta), waits=verdict.waits_ranked(calls[calls > 0]),
+        mode=metrics.listener_mode(meta), waits=verdict.waits_ranked(calls[calls > 0]),
         server=pd.Series(workers).mode().iloc[0] if workers else None,
         rewakes=p.rewakes, extra=int(p.listener_outcomes.sum()) - p.woken_connections)
     return Streamed(s, ev, p.pairs, p.woken_connections, meta)
@@ -303,4 +309,6 @@ def _summary(path: Path, p: Partial, meta: RecordingMeta, label: str | None) -> 
         lost_events=meta.lost_events, probe_misses=meta.probe_misses,
         attribution=meta.attribution,
         eagain_per_accept=ratio(p.eagain, p.accepts), kernel=meta.kernel_release,
+        **metrics.wasted_cpu(p.idle_cpu_ns, p.cpu_ns, p.accepts, meta),
+        mode=metrics.listener_mode(meta), server=meta.target.server,
     )

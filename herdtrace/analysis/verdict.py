@@ -13,7 +13,6 @@ import pandas as pd
 
 from herdtrace.analysis import metrics
 from herdtrace.analysis.load import Recording
-from herdtrace.metadata import RecordingMeta
 
 HERD_ABOVE = 1.2  # threads woken per connection (or herd factor) that make a herd
 
@@ -72,12 +71,6 @@ WAIT_WORDS = {"epoll": "epoll", "select/poll": "select() or poll()",
               "accept": "a blocking accept()", "kevent": "kevent()"}
 
 
-def listener_mode(meta: RecordingMeta) -> str | None:
-    """The mode /proc showed for the recording's listeners, where they agree."""
-    modes = {lst.get("mode") for lst in meta.target.listeners}
-    return modes.pop() if len(modes) == 1 else None
-
-
 @dataclass(frozen=True)
 class Evidence:
     """What the verdict reads beyond the summary: how the workers waited and who
@@ -101,7 +94,7 @@ def evidence(rec: Recording) -> Evidence:
     comms = rec.threads.loc[rec.threads["tid"].isin(workers), "comm"]
     calls = herd["wait_call"].astype(str).value_counts()
     return Evidence(
-        mode=listener_mode(rec.meta),
+        mode=metrics.listener_mode(rec.meta),
         waits=waits_ranked(calls[calls > 0]),
         server=str(comms.mode().iloc[0]) if len(comms) else None,
         rewakes=int(herd["epoll_rewake"].sum()),

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from herdtrace import procfs
 from herdtrace.collectors import listeners, targets
 from herdtrace.collectors.maps import PortTable
 from herdtrace.collectors.ringbuf import RingReader
@@ -153,7 +154,7 @@ class Recorder:
         # Twice: a thread created by a not-yet-traced thread during the first pass is
         # caught by the second; after that the kernel follows forks itself.
         for _ in range(2):
-            procs = targets.descendants(self.opts.pids)
+            procs = procfs.descendants(self.opts.pids)
             fresh = [t for t in targets.threads_of(procs) if t.tid not in seen]
             seen.update({t.tid: t for t in self._trace(fresh, start_ns)})
         self._scan_listeners(procs)  # once, of the processes the second pass found
@@ -167,7 +168,7 @@ class Recorder:
             roots = set(self.opts.pids) | (self.sink.tally.processes if self.sink else set())
             if self.command is not None:
                 roots.add(self.command.pid)
-            procs = [p for p in roots if targets.is_alive(p)]
+            procs = [p for p in roots if procfs.is_alive(p)]
         found = listeners.scan(procs)
         if found:
             self.listeners = found
@@ -180,14 +181,14 @@ class Recorder:
 
     def _target_gone(self) -> bool:
         if self.command is None:
-            return not any(targets.is_alive(p) for p in self.opts.pids)
+            return not any(procfs.is_alive(p) for p in self.opts.pids)
         if self.command.poll() is None:
             return False
         # The command is gone; processes it started may live on (a server that
         # daemonized): they are still traced, so follow them until they exit.
         assert self.threads is not None
         left = sorted({leaf.tgid for _, leaf in self.threads.entries()
-                       if leaf.tgid and targets.is_alive(leaf.tgid)})
+                       if leaf.tgid and procfs.is_alive(leaf.tgid)})
         if left and not self.warned_daemon:
             self.warned_daemon = True
             self.say(f"herdtrace: warning: {self.opts.command[0]} exited but left "
@@ -402,6 +403,7 @@ class Recorder:
             base, target=target,
             probes=self.plan.methods if self.plan else {},
             attribution=self.plan.attribution if self.plan else None,
+            cpu_time="sched_switch",
             probe_options={k: v for k, v in asdict(opts.probe).items() if k != "sk_key"},
             ringbuf_bytes=opts.probe.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"),
             lost_events=sum(counters["lost_events"]),

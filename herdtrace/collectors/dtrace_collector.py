@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from herdtrace.collectors import listeners, targets
+from herdtrace import procfs
+from herdtrace.collectors import listeners
 from herdtrace.collectors.dtrace_parser import DtraceParser, ParseStats
 from herdtrace.collectors.session import (
     READY_LINE,
@@ -41,6 +42,7 @@ def dtrace_metadata(base: RecordingMeta, stats: ParseStats) -> RecordingMeta:
     return replace(
         base, probes=PROBES,
         attribution="solisten_wakeup" if stats.enrichments.get("solisten_wakeup") else "none",
+        cpu_time="on-cpu to sleep",
         lost_events=stats.lost_events,
         lost_per_cpu=[stats.lost_per_cpu.get(c, 0)
                       for c in range(max(stats.lost_per_cpu, default=-1) + 1)],
@@ -96,7 +98,7 @@ def record_dtrace(
     cmd = dtrace_command(opts)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stderr is not None
-    parser = DtraceParser(listeners.ports_of(targets.descendants(opts.pids))
+    parser = DtraceParser(listeners.ports_of(procfs.descendants(opts.pids))
                           if opts.pids else None)
     sink = Sink(opts.output)
     try:

@@ -193,7 +193,7 @@ class DtraceParser:
             if not t.returned:
                 self.stats.wakings_merged += 1
                 return
-            self._close(tid, t, Outcome.OTHER)
+            self._close(tid, t, Outcome.OTHER, ts)
         cpu = int(p[6])
         w: dict[str, Any] = dict(kind=Kind.WAKEUP, ts=ts, tid=tid, tgid=pid, enter_ts=t.enter_ts,
                                  other_tid=int(p[4]), other_tgid=int(p[5]), cpu=cpu, fd=t.fd,
@@ -211,7 +211,7 @@ class DtraceParser:
         tid = int(p[2])
         t = self.threads.get(tid)
         if t is not None and t.call != WaitCall.NONE and t.wakeup is not None:
-            self._close(tid, t, Outcome.ABSORBED)
+            self._close(tid, t, Outcome.ABSORBED, int(p[1]))
 
     def _on_O(self, p: list[str]) -> None:
         t = self.threads.get(int(p[2]))
@@ -222,7 +222,7 @@ class DtraceParser:
         ts, tid, pid = int(p[1]), int(p[2]), int(p[3])
         t = self.threads.pop(tid, None)
         if t is not None and t.wakeup is not None:
-            self._close(tid, t, Outcome.OTHER)
+            self._close(tid, t, Outcome.OTHER, ts)
         self.rows.append(dict(kind=Kind.THREAD_EXIT, ts=ts, tid=tid, tgid=pid))
 
     def _on_C(self, p: list[str]) -> None:
@@ -241,9 +241,11 @@ class DtraceParser:
             conn_ts, conn_id = self.last_conn
             self.ready[cpu] = (ts, conn_id if conn_ts and ts - conn_ts < self.window else 0)
 
-    def _close(self, tid: int, t: _Thread, unreturned: Outcome) -> None:
+    def _close(self, tid: int, t: _Thread, unreturned: Outcome, now: int = 0) -> None:
         w = t.wakeup
         assert w is not None
+        if now and w.get("oncpu_ts"):  # sched:::on-cpu -> sleep (a preemption between included)
+            w["cpu_ns"] = min(now - w["oncpu_ts"], 0xFFFFFFFF)
         w["outcome"] = (unreturned if not t.returned
                         else outcome_of(True, w["accepts"], w["eagains"]))
         self.rows.append(w)

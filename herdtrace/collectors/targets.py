@@ -6,11 +6,10 @@ import os
 import shutil
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 
 from herdtrace.errors import HerdtraceError
-
-PROC = Path("/proc")
+from herdtrace.procfs import PROC, is_alive, parent_map
+from herdtrace.procfs import read_text as _read
 
 
 @dataclass(frozen=True)
@@ -31,26 +30,6 @@ def read_syscall(tgid: int, tid: int) -> tuple[int, ...]:
     return (int(parts[0]), *(int(a, 16) for a in parts[1:7]))
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
-        return None
-
-
-def process_state(pid: int) -> str | None:
-    """The one-letter state from /proc/PID/stat, None when there is no such process."""
-    stat = _read(PROC / str(pid) / "stat")
-    if stat is None:
-        return None
-    return stat[stat.rindex(")") + 2]
-
-
-def is_alive(pid: int) -> bool:
-    state = process_state(pid)
-    return state is not None and state not in ("Z", "X")
-
-
 def require_alive(pids: tuple[int, ...]) -> None:
     for pid in pids:
         if not is_alive(pid):
@@ -60,35 +39,6 @@ def require_alive(pids: tuple[int, ...]) -> None:
 def require_command(name: str) -> None:
     if shutil.which(name) is None:
         raise HerdtraceError(f"cannot start {name!r}: command not found")
-
-
-def parent_map() -> dict[int, int]:
-    parents = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        stat = _read(entry / "stat")
-        if stat is None:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        parents[int(entry.name)] = int(fields[1])
-    return parents
-
-
-def descendants(roots: tuple[int, ...]) -> list[int]:
-    """The roots and every process below them."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parent_map().items():
-        children.setdefault(ppid, []).append(pid)
-    found: list[int] = []
-    stack = list(roots)
-    while stack:
-        pid = stack.pop()
-        if pid in found:
-            continue
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
 
 
 def threads_of(pids: list[int]) -> list[ThreadInfo]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from herdtrace import procfs
 from herdtrace.analysis import load, per_listener
 from herdtrace.collectors import listeners, targets
 from herdtrace.collectors.bpf_collector import Recorder, thread_rows, total_misses
@@ -95,7 +96,7 @@ class Watcher(Recorder):
         return Sink(self.top.output, tap=self.pending.append)
 
     def _scope(self) -> list[int] | None:
-        return targets.descendants(self.top.pids) if self.top.pids else None
+        return procfs.descendants(self.top.pids) if self.top.pids else None
 
     def _discover(self, now_ns: int) -> list[targets.ThreadInfo]:
         """Scan for listeners; trace the threads of processes not traced yet."""
@@ -142,6 +143,7 @@ class Watcher(Recorder):
         self.pending.clear()
         lost, misses = self._counts()
         meta = RecordingMeta(attribution=self.plan.attribution if self.plan else None,
+                             cpu_time="sched_switch",
                              start_monotonic_ns=start_ns, end_monotonic_ns=end_ns,
                              lost_events=lost, probe_misses=misses)
         rec = load.recording_from_events(events, meta, Path("top"), "top")

@@ -184,6 +184,7 @@ struct traced_thread {
     u64 fork_ts;
     u64 enter_ts;
     u64 accept_buf;     // user sockaddr pointer passed to accept
+    u64 oncpu;          // on a CPU since (for the open wakeup's cpu_ns); 0: off CPU
     u32 tid;            // whose slot this is (0: free)
     u32 tgid;           // 0 until the thread runs in its own context
     u32 parent;
@@ -394,9 +395,21 @@ static __always_inline void announce(struct traced_thread *t, u32 tid, u32 tgid)
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
+// Own context: the open wakeup's on-CPU time up to `now` (the thread has been on a
+// CPU since t->oncpu), counted from `now` on for whatever comes next.
+static __always_inline void charge(struct traced_thread *t, u64 now) {
+    if (t->pending && t->oncpu) {
+        u64 sum = t->wakeup.cpu_ns + (now - t->oncpu);
+        t->wakeup.cpu_ns = sum > 0xffffffffULL ? 0xffffffffU : (u32)sum;
+    }
+    t->oncpu = now;
+}
+
 // The outcome rule (also in schema.outcome_of for wakeups still open at the end).
 static __always_inline void close_wakeup(struct traced_thread *t, u8 unreturned_outcome) {
     struct herd_event *w = &t->wakeup;
+    if (t->oncpu)  // closed in its own context on a CPU: its time so far
+        charge(t, bpf_ktime_get_ns());
     if (!t->returned)
         w->outcome = unreturned_outcome;
     else if (w->accepts)
@@ -551,6 +564,8 @@ static __always_inline void wait_exit(long ret) {
     if (!t || !t->wait_call || frozen())
         return;
     announce(t, tid, id >> 32);
+    if (!t->oncpu)  // on a CPU since before recording began
+        t->oncpu = bpf_ktime_get_ns();
     settle(t, 0);  // its switch-in was not seen
     int woken = t->waking.armed;
     take_waking(t, tid, t->waking.ts);  // woken before it ever slept
@@ -750,8 +765,16 @@ static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
         find(next);
         return;
     }
+    // One clock for both sides: the switch's own time (this probe's included) is the
+    // next thread's, as the kernel's run time (schedstat) counts it.
+    u64 now = 0;
     if (t && !frozen()) {
         announce(t, prev, bpf_get_current_pid_tgid() >> 32);
+        now = bpf_ktime_get_ns();
+        if (t->oncpu) {  // off the CPU: the open wakeup's time stops here
+            charge(t, now);
+            t->oncpu = 0;
+        }
         int asleep = state == HERD_SLEPT_INTR && t->wait_call;
         // Blocking again inside a wait ends the open wakeup: a woken wait that
         // never returned was absorbed.
@@ -767,8 +790,10 @@ static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
     }
     t = find(next);
     if (t && !frozen()) {
+        if (!now)
+            now = bpf_ktime_get_ns();
+        t->oncpu = now;
         if (t->undecided || t->waking.armed || t->slept == HERD_SLEPT_INTR) {
-            u64 now = bpf_ktime_get_ns();
             settle(t, now);
             if (t->waking.armed)
                 take_waking(t, next, now);

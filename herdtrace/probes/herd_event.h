@@ -2,7 +2,7 @@
 #ifndef HERD_EVENT_H
 #define HERD_EVENT_H
 
-#define HERD_SCHEMA_VERSION 3
+#define HERD_SCHEMA_VERSION 4
 #define HERD_EVENT_SIZE 128
 #define HERD_KIND_WAKEUP 1
 #define HERD_KIND_ACCEPT 2
@@ -73,6 +73,7 @@ struct herd_event {
     u32 other_tgid; /* wakeup: waker process */
     s32 fd; /* wakeup: fd argument of the wait (nfds for poll/select); accept: fd */
     s32 ret; /* wakeup: return of the woken wait; accept: new fd or -errno */
+    u32 cpu_ns; /* wakeup: on-CPU time it led to, from its switch-in to the thread's next switch-out into a wait (absorbed: back to sleep in the same wait); saturates at 2^32-1 ns */
     u16 lport; /* conn: local (listening) port; wakeup: the listener's, for listener wakeups */
     u16 rport; /* conn/accept: peer port */
     u16 cpu; /* CPU the record was made on (wakeup: the waker's) */
@@ -87,7 +88,7 @@ struct herd_event {
     u8 cause_basis; /* wakeup: how the cause was decided */
     u8 raddr[16]; /* conn/accept: peer address, 16 bytes in network order, IPv6 or IPv4-mapped (::ffff:a.b.c.d); with rport, the peer */
     char comm[16]; /* thread: command name */
-    u8 pad[6]; /* padding to a multiple of 8 bytes */
+    u8 pad[2]; /* padding to a multiple of 8 bytes */
 };
 
 #endif

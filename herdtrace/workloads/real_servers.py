@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from herdtrace.collectors.targets import descendants
 from herdtrace.errors import HerdtraceError
+from herdtrace.procfs import descendants
 
 NGINX_CONF = """worker_processes {workers};
 daemon off;

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from herdtrace.collectors import listeners, sockdiag, targets
+from herdtrace import procfs
+from herdtrace.collectors import listeners, sockdiag
 from herdtrace.workloads.lab import LabServer
 from herdtrace.workloads.server import ServerOptions
 
@@ -27,7 +28,7 @@ def test_mode_seen_in_proc(mode: str) -> None:
         assert found.port == srv.port and found.addr == "127.0.0.1"
         assert found.mode == SEEN[mode]
         # The workers hold it (and, but for reuseport, the parent).
-        assert set(found.pids) <= set(targets.descendants((srv.pid,)))
+        assert set(found.pids) <= set(procfs.descendants((srv.pid,)))
         assert len(found.pids) == (3 if mode == "reuseport" else 4)
         assert listeners.holders_of_ports([srv.port]) == found.pids
         assert found.comm

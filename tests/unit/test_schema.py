@@ -12,7 +12,7 @@ def test_committed_header_is_generated_from_schema() -> None:
 
 
 def test_dtype_has_no_padding_and_matches_declared_types() -> None:
-    sizes = {"u64": 8, "u32": 4, "s32": 4, "u16": 2, "u8": 1, "u8[16]": 16, "char[16]": 16, "u8[6]": 6}
+    sizes = {"u64": 8, "u32": 4, "s32": 4, "u16": 2, "u8": 1, "u8[16]": 16, "char[16]": 16, "u8[2]": 2}
     offset = 0
     fields = schema.EVENT_DTYPE.fields
     assert fields is not None

@@ -42,7 +42,7 @@ def test_duckdb_alone_counts_outcomes(tmp_path: Path) -> None:
     assert rows == [("absorbed", 1), ("accepted", 2), ("eagain", 1)]
     ((kv,),) = db.execute(f"SELECT value FROM parquet_kv_metadata('{path}') "
                           "WHERE key = 'herdtrace'").fetchall()
-    assert json.loads(kv)["schema_version"] == 3
+    assert json.loads(kv)["schema_version"] == 4
 
 
 DATA = Path(__file__).parent.parent / "data"
