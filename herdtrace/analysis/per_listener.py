@@ -91,6 +91,7 @@ def listener_row(listener: ListenerLike, part: Recording, interval_s: float) -> 
         "idle_fraction": s.idle_fraction,
         "idle_wakeups": s.idle_wakeups,
         "eagain": s.eagain,
+        "wasted_cpu_us_per_connection": s.wasted_cpu_us_per_connection,
         "wake_latency_p99_us": latency["p99"] if latency else None,
     }
 

@@ -252,7 +252,8 @@ def analyse(path: Path | str, label: str | None = None) -> Streamed:
     ev = verdict.Evidence(
         mode=metrics.listener_mode(meta), waits=verdict.waits_ranked(calls[calls > 0]),
         server=pd.Series(workers).mode().iloc[0] if workers else None,
-        rewakes=p.rewakes, extra=int(p.listener_outcomes.sum()) - p.woken_connections)
+        rewakes=p.rewakes, extra=int(p.listener_outcomes.sum()) - p.woken_connections,
+        identity=meta.target.server)
     return Streamed(s, ev, p.pairs, p.woken_connections, meta)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from herdtrace.analysis import metrics
+from herdtrace.analysis.fixes import MECHANISM, NONE, SETTING, Fix, describe, server_fixes
 from herdtrace.analysis.load import Recording
 
 HERD_ABOVE = 1.2  # threads woken per connection (or herd factor) that make a herd
@@ -34,12 +35,6 @@ WAIT_FIXES: dict[str, tuple[str, ...]] = {
                "so look for other waits on the same socket (a poll before accept)",),
     "kevent": ("FreeBSD 12+: give each worker its own listening socket with SO_REUSEPORT_LB",),
 }
-# Fixes a server offers by its own configuration (only where documented).
-SERVER_FIXES: dict[str, tuple[str, ...]] = {
-    "nginx": ("nginx: add `reuseport` to the `listen` directive (a listening socket per worker)",
-              "nginx: `accept_mutex off;` (the default since 1.11.3) lets nginx use EPOLLEXCLUSIVE "
-              "on Linux 4.5+"),
-}
 # The wait each traced syscall is (what `top` shows as a mode where /proc shows none)...
 WAITS = {"accept": "accept", "accept4": "accept", "select": "select", "pselect6": "select",
          "poll": "poll", "ppoll": "poll", "epoll_wait": "epoll", "epoll_pwait": "epoll",
@@ -53,11 +48,13 @@ WAIT_KINDS = {call: {"select": "select/poll", "poll": "select/poll"}.get(wait, w
 class Verdict:
     level: str  # "herd", "no-herd" or "unknown"
     text: str
-    fixes: tuple[str, ...] = ()
+    fixes: tuple[Fix, ...] = ()
+    server: dict[str, Any] | None = None  # {name, version, details}: what serves the listener
+    saturated: bool = False  # wakeups accepted several connections each (herd factor < 1)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
-        d["fixes"] = list(self.fixes)
+        d["fixes"] = [f.to_json() for f in self.fixes]
         return d
 
 
@@ -81,6 +78,7 @@ class Evidence:
     server: str | None  # the command name most workers run under
     rewakes: int  # listener wakeups by a worker leaving the same epoll (epoll_rewake)
     extra: int  # listener wakeups beyond one per connection
+    identity: dict[str, Any] | None = None  # servers.Server.to_json() from the metadata
 
 
 def waits_ranked(calls: pd.Series) -> tuple[str, ...]:
@@ -99,6 +97,7 @@ def evidence(rec: Recording) -> Evidence:
         server=str(comms.mode().iloc[0]) if len(comms) else None,
         rewakes=int(herd["epoll_rewake"].sum()),
         extra=len(herd) - int(herd["conn_id"].nunique()),
+        identity=rec.meta.target.server,
     )
 
 
@@ -114,10 +113,15 @@ def judge_from(s: metrics.Summary, ev: Evidence) -> Verdict:
     measure = woken if woken is not None else factor
     basis = "" if s.herd_factor_basis == "listener" else (
         " (this recording cannot tell listener wakeups from others: every wakeup counted)")
+    saturated = factor is not None and factor < 1.0
+    busy = (f"; saturated: each listener wakeup accepted {1 / factor:.1f} connections, so the "
+            f"workers rarely slept and a herd's cost shows at lower load: record again at a "
+            f"lower connection rate") if saturated and factor else ""
     if measure is None or measure <= HERD_ABOVE:
         what = (f"{woken:.2f} threads woken per connection" if woken is not None
                 else f"herd factor {factor:.2f}")
-        return Verdict("no-herd", f"no herd: {what}, wake-one{basis}")
+        return Verdict("no-herd", f"no herd: {what}, wake-one{basis}{busy}",
+                       server=ev.identity, saturated=saturated)
     idle = s.idle_fraction or 0.0
     eagain = s.eagain_per_accept or 0.0
     text = (f"herd: {measure:.1f} threads woken per connection, {idle:.0%} of them for nothing, "
@@ -125,9 +129,19 @@ def judge_from(s: metrics.Summary, ev: Evidence) -> Verdict:
     how = MODE_WORDS.get(ev.mode or "") or (WAIT_WORDS[ev.waits[0]] if ev.waits else None)
     if how:
         text += f" (the workers wait in {how})"
-    fixes: list[str] = list(SERVER_FIXES.get(ev.server or "", ()))
-    fixes += wait_fixes(ev)
-    return Verdict("herd", text, tuple(dict.fromkeys(fixes)))
+    if s.wasted_cpu_us_per_connection is not None:
+        text += f"; woken for nothing they burn {s.wasted_cpu_us_per_connection:.1f} µs of CPU " \
+                "per connection"
+        if s.wasted_cores is not None:
+            text += f", {s.wasted_cores:.4f} cores at this rate"
+    own = server_fixes(ev.identity)
+    if not any(f.kind in (SETTING, NONE) for f in own):
+        text += (f"; {describe(ev.identity)} has no setting known and proven to remove it, so "
+                 "the fixes below are changes to its code" if ev.identity else
+                 "; the server was not recognised, so the fixes below are changes to its code")
+    mechanisms = tuple(Fix(MECHANISM, t) for t in dict.fromkeys(wait_fixes(ev)))
+    return Verdict("herd", text + busy, (*own, *mechanisms), server=ev.identity,
+                   saturated=saturated)
 
 
 def wait_fixes(ev: Evidence) -> tuple[str, ...]:

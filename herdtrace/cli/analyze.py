@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -73,6 +72,8 @@ def show(recordings: list[Judged], base: Judged | None, as_json: bool,
                                "recordings": [j.to_json() for j in against(recordings)]}
         if labels is not None:
             doc["labels"] = [j.to_json() for j in against(labels)]
+        from herdtrace.reports.jsonable import rounded
+
         typer.echo(json.dumps(rounded(doc), indent=2))
         return
     from herdtrace.reports.table import console, summary_table, verdict_lines
@@ -82,24 +83,6 @@ def show(recordings: list[Judged], base: Judged | None, as_json: bool,
     out_console.print(summary_table(shown))
     for line in verdict_lines(shown):
         out_console.print(line)
-
-
-def rounded(value: Any) -> Any:
-    """JSON-ready: floats to four decimals (more would be noise, not precision),
-    numpy scalars as Python numbers, NaN and pandas' NA as null."""
-    import pandas as pd  # here: the CLI starts without pandas
-
-    if value is None or value is pd.NA:
-        return None
-    if hasattr(value, "item"):  # a numpy scalar
-        value = value.item()
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 4)
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v) for v in value]
-    return value
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from herdtrace.analysis import fleet
 from herdtrace.analysis.load import expand_paths
-from herdtrace.cli.analyze import rounded
+from herdtrace.reports.jsonable import rounded
 
 SHOWN = ("recordings", "accepts", "listener_wakeups", "herd_factor",
          "threads_woken_per_connection", "idle_fraction", "eagain_per_accept", "lost_events",

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from herdtrace.collectors.watch import Interval
 
 COLUMNS = ("LISTENER", "SERVER (PID)", "WORKERS", "MODE", "CONN/S", "HERD", "WOKEN/CONN",
-           "IDLE", "EAGAIN/S", "WAKE p99 µs")
-WIDTHS = (22, 20, 7, 15, 8, 6, 10, 5, 8, 11)
+           "IDLE", "EAGAIN/S", "WAKE p99 µs", "WASTED µs/CONN")
+WIDTHS = (22, 20, 7, 15, 8, 6, 10, 5, 8, 11, 14)
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -35,7 +35,8 @@ def _cells(row: dict[str, Any], interval_s: float) -> tuple[str, ...]:
     return (*head, _num(row["connections_per_s"], ".1f"), _num(row["herd_factor"], ".2f"),
             _num(row["threads_woken_per_connection"], ".2f"),
             "-" if idle is None else f"{idle:.0%}", f"{row['eagain'] / interval_s:.1f}",
-            _num(row["wake_latency_p99_us"], ".1f"))
+            _num(row["wake_latency_p99_us"], ".1f"),
+            _num(row.get("wasted_cpu_us_per_connection"), ".1f"))
 
 
 def table_lines(interval: Interval) -> list[str]:

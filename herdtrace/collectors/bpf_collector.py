@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from herdtrace import procfs
-from herdtrace.collectors import listeners, targets
+from herdtrace.collectors import listeners, servers, targets
 from herdtrace.collectors.maps import PortTable
 from herdtrace.collectors.ringbuf import RingReader
 from herdtrace.collectors.session import (
@@ -95,6 +95,7 @@ class Recorder:
         self.traced_at_start: list[targets.ThreadInfo] = []
         self.listen_ports: set[int] = set()
         self.listeners: list[listeners.Listener] = []  # the last scan that found any
+        self.server: servers.Server | None = None  # what holds them
         self.next_scan = (0.0, 0.5)  # when to scan /proc for listeners again, and the step
         self.cmdlines = {str(p): cmdline(p) for p in opts.pids}
         self.warned_daemon = False
@@ -173,6 +174,8 @@ class Recorder:
         if found:
             self.listeners = found
             self._trace_ports({lst.port for lst in found})
+            if self.server is None:  # once: `nginx -v` and the like cost a fork
+                self.server = servers.identify(sorted({p for lst in found for p in lst.pids}))
 
     # ---- the loop -------------------------------------------------------------
     def _write(self, ev: np.ndarray) -> None:
@@ -397,6 +400,7 @@ class Recorder:
             listen_ports=sorted(self.listen_ports | self._kernel_ports()),
             # Each listener as /proc showed it: holders, sockets, epoll flags, mode.
             listeners=[lst.to_json() for lst in self.listeners],
+            server=self.server.to_json() if self.server else None,
             # Every process followed: the targets, and what they forked or spawned.
             followed_pids=sorted(self.sink.tally.processes) if self.sink else [])
         return replace(

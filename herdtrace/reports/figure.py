@@ -38,7 +38,9 @@ def herd_factor_panel(ax: Axes, views: list[LabelView]) -> None:
     labels = [v.label + ("" if v.summary.herd_factor_basis == "listener" else "\n(all wakeups)")
               for v in views]
     bars = ax.bar(labels, values, color="#457b9d", label="listener wakeups / accept")
-    ax.bar_label(bars, fmt="%.2f")
+    wasted = [v.summary.wasted_cpu_us_per_connection for v in views]
+    ax.bar_label(bars, labels=[f"{h:.2f}" + ("" if w is None else f"\n{w:.1f} µs wasted/conn")
+                               for h, w in zip(values, wasted, strict=True)])
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="wake-one ideal (1.0)")
     ax.set_ylabel("listener wakeups per accepted connection")
     ax.set_ylim(0, max([*values, 1.0]) * 1.3)

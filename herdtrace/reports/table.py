@@ -54,6 +54,9 @@ ROWS: tuple[tuple[str, Callable[[Summary], str]], ...] = (
     ("listener wakeups", lambda s: _int(s.listener_wakeups)),
     *((f"  {o}", _listener_outcome(o)) for o in OUTCOMES),
     ("woken-but-idle (absorbed + eagain)", lambda s: _num(s.idle_fraction, "{:.1%}")),
+    ("wasted CPU µs per connection", lambda s: _num(s.wasted_cpu_us_per_connection, "{:.1f}")),
+    ("wasted CPU, cores at this rate", lambda s: _num(s.wasted_cores, "{:.4f}")),
+    ("CPU µs per connection (every wakeup)", lambda s: _num(s.cpu_us_per_connection, "{:.1f}")),
     ("wakeups, all causes", lambda s: str(s.wakeups)),
     *((f"  {c}", _cause(c)) for c in CAUSES),
     ("wakeups per accept (all causes)", lambda s: _num(s.wakeups_per_accept)),
@@ -78,7 +81,8 @@ def _vs(name: str) -> Callable[[Judged], str]:
 
 BASELINE_ROWS = tuple((f"{name.replace('_', ' ')} vs baseline", _vs(name))
                       for name in ("herd_factor", "threads_woken_per_connection", "idle_fraction",
-                                   "eagain_per_accept", "wake_latency_p50_us", "accept_latency_p50_us"))
+                                   "eagain_per_accept", "wake_latency_p50_us", "accept_latency_p50_us",
+                                   "wasted_cpu_us_per_connection", "cpu_us_per_connection"))
 
 
 def summary_table(judged: list[Judged], title: str = "herdtrace analyze") -> Table:
@@ -103,7 +107,7 @@ def verdict_lines(judged: list[Judged]) -> list[str]:
         v = j.verdict
         colour = {"herd": "red", "no-herd": "green"}.get(v.level, "yellow")
         lines.append(f"[bold]{j.label}[/]: [{colour}]{v.text}[/]")
-        lines += [f"  fix: {fix}" for fix in v.fixes]
+        lines += [f"  fix ({fix.kind}): {fix.text}" for fix in v.fixes]
     return lines
 
 

@@ -56,6 +56,52 @@ async def asgi(scope, receive, send):
 '''
 
 
+NODE_CLUSTER = """const cluster = require("node:cluster");
+const http = require("node:http");
+const [port, workers] = process.argv.slice(2).map(Number);
+if (cluster.isPrimary) {
+  for (let i = 0; i < workers; i++) cluster.fork();
+  process.on("SIGTERM", () => { for (const w of Object.values(cluster.workers)) w.kill(); process.exit(0); });
+} else {
+  http.createServer((req, res) => res.end("ok\\n")).listen(port, "127.0.0.1");
+}
+"""
+
+APACHE_CONF = """ServerRoot {wd}
+PidFile {wd}/httpd-{port}.pid
+ErrorLog {wd}/apache-error.log
+LogLevel warn
+Mutex file:{wd} default
+DefaultRuntimeDir {wd}
+LoadModule mpm_{mpm}_module /usr/lib/apache2/modules/mod_mpm_{mpm}.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+Listen 127.0.0.1:{port}
+ServerName localhost
+User www-data
+Group www-data
+StartServers {workers}
+ServerLimit {workers}
+{mpm_limits}
+MaxRequestWorkers {max_workers}
+{extra}
+DocumentRoot {wd}
+"""
+
+
+HAPROXY_CONF = """global
+    nbthread {threads}
+    pidfile {wd}/haproxy-{port}.pid
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 5s
+    timeout server 5s
+frontend herd
+{binds}
+    http-request return status 200 content-type text/plain string ok
+"""
+
+
 @dataclass(frozen=True)
 class RunningServer:
     name: str
@@ -93,9 +139,10 @@ def wait_workers(pid: int, workers: int, timeout: float = 20.0) -> None:
 
 @contextlib.contextmanager
 def _foreground(name: str, argv: list[str], port: int, workers: int, stop_signal: int,
-                cwd: Path | None = None) -> Iterator[RunningServer]:
+                cwd: Path | None = None,
+                env: dict[str, str] | None = None) -> Iterator[RunningServer]:
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, cwd=cwd)
+                            start_new_session=True, cwd=cwd, env=env)
     try:
         wait_listening(port)
         wait_workers(proc.pid, workers)
@@ -138,15 +185,19 @@ def python_tool(name: str) -> str | None:
     return str(here) if here.exists() else shutil.which(name)
 
 
-def gunicorn(workdir: Path, workers: int = 4) -> contextlib.AbstractContextManager[RunningServer]:
-    """gunicorn's sync workers: each waits in select() on the shared listener."""
+def gunicorn(workdir: Path, workers: int = 4, worker_class: str = "sync",
+             reuse_port: bool = False) -> contextlib.AbstractContextManager[RunningServer]:
+    """gunicorn's workers (sync: each waits in select() on the shared listener).
+    `reuse_port`: --reuse-port, which since 24.0 opens a listening socket per worker."""
     port = free_port()
     exe = python_tool("gunicorn")
     if exe is None:
         raise HerdtraceError("gunicorn is not installed (make setup installs it)")
-    argv = [exe, "--workers", str(workers), "--worker-class", "sync", "--bind",
-            f"127.0.0.1:{port}", "--chdir", str(_app(workdir)), "herd_app:wsgi"]
-    return _foreground("gunicorn sync", argv, port, workers, signal.SIGTERM)
+    argv = [exe, "--workers", str(workers), "--worker-class", worker_class, "--bind",
+            f"127.0.0.1:{port}", "--chdir", str(_app(workdir)),
+            *(["--reuse-port"] if reuse_port else []), "herd_app:wsgi"]
+    name = f"gunicorn {worker_class}" + (" --reuse-port" if reuse_port else "")
+    return _foreground(name, argv, port, workers, signal.SIGTERM)
 
 
 def uvicorn(workdir: Path, workers: int = 4) -> contextlib.AbstractContextManager[RunningServer]:
@@ -158,3 +209,57 @@ def uvicorn(workdir: Path, workers: int = 4) -> contextlib.AbstractContextManage
     argv = [exe, "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", "--app-dir", str(_app(workdir)), "herd_app:asgi"]
     return _foreground("uvicorn --workers", argv, port, workers, signal.SIGTERM)
+
+
+def node_cluster(workdir: Path, workers: int = 4,
+                 policy: str = "none") -> contextlib.AbstractContextManager[RunningServer]:
+    """A Node.js cluster of `workers` HTTP workers. NODE_CLUSTER_SCHED_POLICY=none: every
+    worker polls the shared listener (libuv's epoll); rr (the default on Linux): the
+    primary accepts and hands each connection to a worker."""
+    exe = shutil.which("node")
+    if exe is None:
+        raise HerdtraceError("node is not installed (make setup installs nodejs)")
+    port = free_port()
+    script = workdir / "herd_cluster.js"
+    script.write_text(NODE_CLUSTER)
+    env = {**os.environ, "NODE_CLUSTER_SCHED_POLICY": policy}
+    return _foreground(f"node cluster {policy}", [exe, str(script), str(port), str(workers)],
+                       port, workers, signal.SIGTERM, env=env)
+
+
+def apache(workdir: Path, mpm: str = "event", workers: int = 2,
+           extra: str = "") -> contextlib.AbstractContextManager[RunningServer]:
+    """Debian's Apache httpd in the foreground with one MPM and a minimal config
+    (`extra` adds directives: the fix under test)."""
+    exe = shutil.which("apache2")
+    if exe is None:
+        raise HerdtraceError("apache2 is not installed (make setup installs it)")
+    port = free_port()
+    conf = workdir / f"apache-{port}.conf"
+    threads = 1 if mpm == "prefork" else 4
+    limits = (f"MinSpareServers {workers}\nMaxSpareServers {workers}" if mpm == "prefork" else
+              f"ThreadsPerChild {threads}\nMinSpareThreads 1\nMaxSpareThreads {workers * threads}")
+    conf.write_text(APACHE_CONF.format(wd=workdir, port=port, mpm=mpm, workers=workers,
+                                       mpm_limits=limits, max_workers=workers * threads,
+                                       extra=extra))
+    name = f"apache {mpm}" + (f" ({extra})" if extra else "")
+    return _foreground(name, [exe, "-f", str(conf), "-DFOREGROUND"], port, workers,
+                       signal.SIGTERM)
+
+
+def haproxy(workdir: Path, threads: int = 4,
+            shard: bool = False) -> contextlib.AbstractContextManager[RunningServer]:
+    """Debian's HAProxy in the foreground (-db) with `threads` threads in one process.
+    `shard`: one `bind` line per thread (`thread N`), each its own listening socket
+    (SO_REUSEPORT, HAProxy's default)."""
+    exe = shutil.which("haproxy")
+    if exe is None:
+        raise HerdtraceError("haproxy is not installed (make setup installs it)")
+    port = free_port()
+    binds = ([f"    bind 127.0.0.1:{port} thread {i}" for i in range(1, threads + 1)] if shard
+             else [f"    bind 127.0.0.1:{port}"])
+    conf = workdir / f"haproxy-{port}.cfg"
+    conf.write_text(HAPROXY_CONF.format(threads=threads, wd=workdir, port=port,
+                                        binds="\n".join(binds)))
+    name = "haproxy" + (" bind per thread" if shard else "")
+    return _foreground(name, [exe, "-db", "-f", str(conf)], port, 0, signal.SIGTERM)

@@ -12,7 +12,6 @@ from herdtrace.analysis.verdict import (
     EXCLUSIVE,
     ONE_EPOLL,
     REUSEPORT,
-    SERVER_FIXES,
     Verdict,
     judge,
 )
@@ -44,19 +43,70 @@ def verdict_of(b: Builder, tmp: Path, **meta: object) -> Verdict:
     return judge(load.load_recording(b.write(tmp / "r.parquet", **meta)))
 
 
-def test_epoll_herd_in_nginx_names_nginx_and_epoll_fixes(tmp_path: Path) -> None:
+def texts(v: Verdict) -> tuple[str, ...]:
+    return tuple(f.text for f in v.fixes)
+
+
+def test_epoll_herd_of_an_unrecognised_server_gets_the_mechanisms(tmp_path: Path) -> None:
     v = verdict_of(herd("nginx", WaitCall.EPOLL_WAIT), tmp_path)
     assert v.level == "herd"
     assert v.text == ("herd: 3.0 threads woken per connection, 67% of them for nothing, "
-                      "1.0 EAGAIN per accept (the workers wait in epoll)")
-    assert v.fixes == (*SERVER_FIXES["nginx"], EXCLUSIVE, REUSEPORT)
+                      "1.0 EAGAIN per accept (the workers wait in epoll); the server was not "
+                      "recognised, so the fixes below are changes to its code")
+    assert texts(v) == (EXCLUSIVE, REUSEPORT)
+    assert {f.kind for f in v.fixes} == {"mechanism"}
 
 
 def test_select_herd_points_away_from_select(tmp_path: Path) -> None:
     v = verdict_of(herd("gunicorn", WaitCall.SELECT), tmp_path)
     assert v.level == "herd"
-    assert "select() and poll() wake every waiter" in v.fixes[0]
-    assert v.fixes[1] == REUSEPORT
+    assert "select() and poll() wake every waiter" in texts(v)[0]
+    assert texts(v)[1] == REUSEPORT
+
+
+def gunicorn(version: str, worker_class: str = "sync") -> dict[str, object]:
+    return {"name": "gunicorn", "version": version,
+            "details": {"processes": "5", "worker_class": worker_class}}
+
+
+def test_a_recognised_server_gets_its_own_proven_setting_first(tmp_path: Path) -> None:
+    v = verdict_of(herd("gunicorn", WaitCall.SELECT), tmp_path,
+                   target={"server": gunicorn("24.1.1")})
+    assert v.fixes[0].kind == "setting" and "--reuse-port" in v.fixes[0].text
+    assert v.fixes[0].to_json()["proven_by"][0].endswith("[gunicorn-reuse-port]")
+    assert [f.kind for f in v.fixes[1:]] == ["mechanism", "mechanism"]
+    assert v.server == gunicorn("24.1.1")
+    assert "no setting" not in v.text
+
+
+def test_a_version_without_the_setting_is_told_so(tmp_path: Path) -> None:
+    v = verdict_of(herd("gunicorn", WaitCall.SELECT), tmp_path,
+                   target={"server": gunicorn("23.0.0")})
+    assert v.fixes[0].kind == "none"
+    assert v.fixes[0].text.startswith("gunicorn before 24.0 has no setting that removes it")
+    assert all(f.kind != "setting" for f in v.fixes)
+
+
+def test_a_worker_class_the_proof_did_not_cover_gets_no_setting(tmp_path: Path) -> None:
+    v = verdict_of(herd("gunicorn", WaitCall.EPOLL_WAIT), tmp_path,
+                   target={"server": gunicorn("24.1.1", "gevent")})
+    assert all(f.kind == "mechanism" for f in v.fixes)
+    assert "gunicorn 24.1.1 has no setting known and proven to remove it" in v.text
+
+
+def test_a_saturated_server_is_called_saturated_not_herd_free(tmp_path: Path) -> None:
+    b = Builder().thread(10, 10, 1, "srv").thread(11, 11, 10, "srv")
+    for c in range(4):
+        b.conn(1000 * (c + 1), c + 1, rport=40000 + c)
+    for c in range(2):  # each wakeup accepts two connections
+        t0 = 1000 * (2 * c + 1)
+        b.wakeup(t0 + 10, 11, A, oncpu=t0 + 50, conn_id=2 * c + 1, call=WaitCall.EPOLL_WAIT,
+                 accepts=2)
+        b.accept(t0 + 100, 11, 5, rport=40000 + 2 * c).accept(t0 + 110, 11, 6, rport=40001 + 2 * c)
+    v = verdict_of(b, tmp_path)
+    assert v.level == "no-herd" and v.saturated
+    assert "saturated: each listener wakeup accepted 2.0 connections" in v.text
+    assert "record again at a lower connection rate" in v.text
 
 
 def test_wake_one_has_no_herd_and_no_fix(tmp_path: Path) -> None:
@@ -79,7 +129,7 @@ def test_analyze_prints_verdict_and_fix(tmp_path: Path) -> None:
     path = herd("nginx", WaitCall.EPOLL_WAIT).write(tmp_path / "nginx.parquet")
     out = CliRunner().invoke(app, ["analyze", str(path)]).output
     assert "nginx: herd: 3.0 threads woken per connection" in out
-    assert "fix: nginx: add `reuseport`" in out
+    assert "fix (mechanism): add the listening socket to each worker's epoll with EPOLLEXCLUSIVE" in out
     data = CliRunner().invoke(app, ["analyze", str(path), "--json"]).output
     assert '"level": "herd"' in data
 
@@ -88,8 +138,8 @@ def test_listener_mode_from_proc_is_named_and_changes_the_fix(tmp_path: Path) ->
     listener = {"addr": "0.0.0.0", "port": 8080, "pids": [10, 11], "mode": "epoll-exclusive"}
     v = verdict_of(herd("srv", WaitCall.EPOLL_WAIT), tmp_path,
                    target={"listeners": [listener]})
-    assert v.text.endswith("(the workers wait in epoll with EPOLLEXCLUSIVE)")
-    assert v.fixes == (ALREADY_EXCLUSIVE,)
+    assert "(the workers wait in epoll with EPOLLEXCLUSIVE);" in v.text
+    assert texts(v) == (ALREADY_EXCLUSIVE,)
 
 
 def test_waiters_waking_each_other_in_one_epoll(tmp_path: Path) -> None:
@@ -98,4 +148,24 @@ def test_waiters_waking_each_other_in_one_epoll(tmp_path: Path) -> None:
         if row["kind"] == Kind.WAKEUP:
             row["flags"] |= Flag.EPOLL_REWAKE
     v = verdict_of(b, tmp_path)
-    assert v.fixes == (ONE_EPOLL, REUSEPORT)
+    assert texts(v) == (ONE_EPOLL, REUSEPORT)
+
+
+def test_every_printed_setting_names_a_proof_the_suite_runs() -> None:
+    from herdtrace.analysis.fixes import SERVER_FIXES
+    from tests.integration.test_server_fixes import PROOFS
+
+    settings = [f for f in SERVER_FIXES if f.kind == "setting"]
+    assert settings
+    for fix in settings:
+        assert fix.proofs, fix.text
+        for proof in fix.proofs:
+            assert PROOFS[proof].server == fix.server
+
+
+def test_versions_compare_by_release_numbers() -> None:
+    from herdtrace.analysis.fixes import version_key
+
+    assert version_key("2.6.12-1+deb12u4") == (2, 6, 12)
+    assert version_key("24.0.0") > version_key("23.0.0") > version_key("2.5")
+    assert version_key("unknown") == ()
