@@ -164,6 +164,7 @@ class Judged:
     summary: metrics.Summary
     verdict: Verdict
     vs_baseline: dict[str, float | None] | None = None
+    change: Any = None  # compare.Change against the baseline, where both were loaded
 
     @property
     def label(self) -> str:
@@ -174,6 +175,8 @@ class Judged:
         out["verdict"] = self.verdict.to_json()
         if self.vs_baseline is not None:
             out["vs_baseline"] = self.vs_baseline
+        if self.change is not None:
+            out["change"] = self.change.to_json()
         return out
 
 

@@ -51,9 +51,16 @@ def analyze_command(
             typer.echo(f"herdtrace: warning: label {label} combines recordings from "
                        f"{', '.join(folders)}: different loads or runs? analyze each folder "
                        "on its own to keep them apart", err=True)
-    base = judged_summary(load.load_recording(baseline)) if baseline else None
-    show([judged_summary(r) for r in recs], base, as_json,
-         [judged_summary(r) for r in shown] if grouped else None)
+    base_rec = load.load_recording(baseline) if baseline else None
+    base = judged_summary(base_rec) if base_rec else None
+    judged = [judged_summary(r) for r in recs]
+    if base_rec is not None and base is not None and not grouped:
+        from herdtrace.analysis.compare import compare
+
+        judged = [j if r.path.resolve() == base_rec.path.resolve() else
+                  replace(j, change=compare(base_rec, base.summary, r, j.summary))
+                  for j, r in zip(judged, recs, strict=True)]
+    show(judged, base, as_json, [judged_summary(r) for r in shown] if grouped else None)
 
 
 def show(recordings: list[Judged], base: Judged | None, as_json: bool,

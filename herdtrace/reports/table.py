@@ -108,6 +108,8 @@ def verdict_lines(judged: list[Judged]) -> list[str]:
         colour = {"herd": "red", "no-herd": "green"}.get(v.level, "yellow")
         lines.append(f"[bold]{j.label}[/]: [{colour}]{v.text}[/]")
         lines += [f"  fix ({fix.kind}): {fix.text}" for fix in v.fixes]
+        if j.change is not None:
+            lines += [f"  vs baseline: {line}" for line in j.change.lines()]
     return lines
 
 

@@ -35,7 +35,7 @@ class Builder:
     def wakeup(self, ts: int, tid: int, outcome: Outcome, oncpu: int = 0, conn_id: int = 0,
                accepts: int = 0, eagains: int = 0, call: WaitCall = WaitCall.EPOLL_WAIT,
                tgid: int = 10, cause: Cause | None = None, ret: int = 1,
-               lport: int = 8080) -> Builder:
+               lport: int = 8080, cpu_ns: int = 0) -> Builder:
         """A wakeup; its cause defaults to the listener where a connection is given."""
         if cause is None:
             cause = Cause.LISTENER if conn_id else Cause.OTHER
@@ -45,7 +45,7 @@ class Builder:
                               wait_call=call, flags=Flag.NET_CAUSE if conn_id else 0,
                               cause=cause, cause_basis=CauseBasis.SK_DATA_READY,
                               lport=lport if cause == Cause.LISTENER else 0,
-                              other_tid=99, other_tgid=99))
+                              other_tid=99, other_tgid=99, cpu_ns=cpu_ns))
         return self
 
     def accept(self, ts: int, tid: int, ret: int, rport: int = 0, addr: str = "127.0.0.1",
