@@ -13,10 +13,21 @@ from herdtrace import __version__
 from herdtrace.errors import HerdtraceError
 
 
+# `herdtrace --help` lists the commands in the order a user meets them: is this machine
+# ready, which server has a herd, record it, read it, draw it; then the lab, the
+# seed's bench, fleet tables, and BSD transcripts.
+ORDER = ("doctor", "top", "record", "analyze", "report", "lab", "bench", "summarize",
+         "import-dtrace")
+
+
 class _Group(TyperGroup):
     """Catches HerdtraceError once, for every command: one line, non-zero exit. An
     operating-system error nobody foresaw (a full disk, a file that cannot be
     created) is still the user's to fix: one line too, never a traceback."""
+
+    def list_commands(self, ctx):  # type: ignore[no-untyped-def]
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
@@ -56,8 +67,9 @@ def _main(
 def _register() -> None:
     from herdtrace.cli import analyze, bench, doctor, lab, record, report, summarize, top
 
-    for module in (doctor, record, top, analyze, summarize, report, bench):
+    for module in (doctor, top, record, analyze, report, bench, summarize):
         module.register(app)
+    record.register_import(app)
     lab.register(app, _Group)
 
 

@@ -93,4 +93,5 @@ def show(recordings: list[Judged], base: Judged | None, as_json: bool,
 
 
 def register(app: typer.Typer) -> None:
-    app.command("analyze")(analyze_command)
+    app.command("analyze", short_help="Herd figures, their CPU cost, the verdict and the fix.",
+                epilog="Example:\n\n\b\n  herdtrace analyze before.parquet after.parquet --baseline before.parquet")(analyze_command)

@@ -59,4 +59,5 @@ def bench_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(bench_command)
+    app.command("bench", short_help="The seed's experiment: every lab mode, recorded.",
+                epilog="Example:\n\n\b\n  herdtrace bench --modes epoll-shared,epoll-exclusive -o results/")(bench_command)

@@ -41,4 +41,5 @@ def doctor_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("doctor")(doctor_command)
+    app.command("doctor", short_help="Can recording work on this machine? One line per check.",
+                epilog="Example:\n\n\b\n  herdtrace doctor")(doctor_command)

@@ -81,7 +81,10 @@ def load_command(
 
 def register(app: typer.Typer, group_cls: type[TyperGroup]) -> None:
     lab = typer.Typer(cls=group_cls, no_args_is_help=True, rich_markup_mode=None,
-                      help="The herd lab: a server in every wakeup mode and a load generator.")
+                      help="The herd lab: a server in every wakeup mode and a load generator.",
+                      short_help="The lab: a server in every wakeup mode, and load.",
+                      epilog="Example:\n\n\b\n  herdtrace lab serve --mode epoll-shared -P 8080 &\n"
+                             "  herdtrace lab load -P 8080 -c 1 -k 1000")
     lab.command("serve")(serve_command)
     lab.command("load")(load_command)
     app.add_typer(lab, name="lab")

@@ -144,5 +144,10 @@ def import_dtrace_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("import-dtrace")(import_dtrace_command)
-    app.command("record")(record_command)
+    app.command("record", short_help="Record every wakeup of a running server, or of a command.",
+                epilog="Example:\n\n\b\n  herdtrace record -P 8080 -o before.parquet -d 30")(record_command)
+
+
+def register_import(app: typer.Typer) -> None:
+    app.command("import-dtrace", short_help="A BSD kevent.d transcript into a recording.",
+                epilog="Example:\n\n\b\n  herdtrace import-dtrace trace.txt -o bsd.parquet")(import_dtrace_command)

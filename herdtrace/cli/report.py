@@ -27,4 +27,5 @@ def report_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(report_command)
+    app.command("report", short_help="One PNG, SVG or PDF figure of recordings side by side.",
+                epilog="Example:\n\n\b\n  herdtrace report before.parquet after.parquet -o report.png")(report_command)

@@ -39,4 +39,5 @@ def summarize_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("summarize")(summarize_command)
+    app.command("summarize", short_help="One row of counts per recording, into one table.",
+                epilog="Example:\n\n\b\n  herdtrace summarize recordings/ -o summary.parquet")(summarize_command)

@@ -102,4 +102,5 @@ def top_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("top")(top_command)
+    app.command("top", short_help="Every listener on this host, its herd, every second.",
+                epilog="Example:\n\n\b\n  herdtrace top 2 5      # five 2-second intervals")(top_command)

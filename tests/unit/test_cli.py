@@ -74,3 +74,15 @@ def test_doctor_json_shape() -> None:
 def test_record_output_folder_missing(tmp_path: Path) -> None:
     line = fails_with(["record", "-o", str(tmp_path / "nope" / "x.parquet"), "--", "true"])
     assert "no such directory" in line
+
+
+def test_help_lists_commands_in_the_order_a_user_meets_them() -> None:
+    from herdtrace.cli import ORDER
+
+    out = CliRunner().invoke(app, ["--help"]).output
+    listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed[:8] == ["doctor", "top", "record", "analyze", "report", "lab", "bench", "summarize"]
+    assert listed == list(ORDER)
+    for name in listed:
+        assert "..." not in next(line for line in out.splitlines() if line.split()[:1] == [name])
+        assert "Example:" in CliRunner().invoke(app, [name, "--help"]).output, name
