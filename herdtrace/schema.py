@@ -102,6 +102,7 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("wakings_uninterruptible", "a waking that ended an uninterruptible sleep (a lock): not a wakeup"),
     ("wakings_unseen", "a thread back from a wait's sleep with no waking seen: recorded from its switch-in"),
     ("conns_evicted", "an accepted socket forgotten for a newer one (its set was full): its wakeups say socket"),
+    ("uncounted", "aggregation only: a listener or accepting socket not counted, its table is full"),
 )
 
 EAGAIN = 11  # Linux numbering; accept results are stored Linux-style on every platform

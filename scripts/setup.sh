@@ -16,7 +16,7 @@ fi
 #    bcc's run-time compile, and the tools the benchmarks compare against.
 arch=$(dpkg --print-architecture)
 pkgs=(python3-bpfcc bpfcc-tools libbpfcc "linux-headers-$arch" bpftrace linux-perf
-      nginx apache2-utils wrk python3-venv bpftool apache2 haproxy nodejs)
+      nginx apache2-utils wrk python3-venv bpftool apache2 haproxy nodejs prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,7 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts these servers on install; the tests start their own on loopback.
-  for svc in nginx apache2 haproxy; do
+  for svc in nginx apache2 haproxy prometheus; do
     (systemctl stop "$svc" || service "$svc" stop) >/dev/null 2>&1 || true
   done
   nginx -s stop >/dev/null 2>&1 || true

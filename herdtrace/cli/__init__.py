@@ -12,12 +12,11 @@ from typer.core import TyperGroup
 from herdtrace import __version__
 from herdtrace.errors import HerdtraceError
 
-
 # `herdtrace --help` lists the commands in the order a user meets them: is this machine
 # ready, which server has a herd, record it, read it, draw it; then the lab, the
 # seed's bench, fleet tables, and BSD transcripts.
 ORDER = ("doctor", "top", "record", "analyze", "report", "lab", "bench", "summarize",
-         "import-dtrace")
+         "exporter", "import-dtrace")
 
 
 class _Group(TyperGroup):
@@ -65,9 +64,9 @@ def _main(
 
 
 def _register() -> None:
-    from herdtrace.cli import analyze, bench, doctor, lab, record, report, summarize, top
+    from herdtrace.cli import analyze, bench, doctor, exporter, lab, record, report, summarize, top
 
-    for module in (doctor, top, record, analyze, report, bench, summarize):
+    for module in (doctor, top, record, analyze, report, bench, summarize, exporter):
         module.register(app)
     record.register_import(app)
     lab.register(app, _Group)

@@ -101,12 +101,16 @@ class Watcher(Recorder):
     def _discover(self, now_ns: int) -> list[targets.ThreadInfo]:
         """Scan for listeners; trace the threads of processes not traced yet."""
         self.inodes = _listening_inodes()
-        self.listeners = listeners.scan(self._scope(), self.top.ports)
+        self.listeners = [lst for lst in listeners.scan(self._scope(), self.top.ports)
+                          if self._wanted(lst)]
         fresh = sorted({pid for lst in self.listeners for pid in lst.pids} - self.traced_pids)
         added = self._trace(targets.threads_of(fresh), now_ns)
         self.traced_pids.update(fresh)
         self._trace_ports({lst.port for lst in self.listeners})
         return added
+
+    def _wanted(self, listener: listeners.Listener) -> bool:
+        return True
 
     def _attach(self, start_ns: int) -> None:
         self.traced_at_start = self._discover(start_ns)

@@ -20,7 +20,9 @@
 // CONN_WINDOW_NS, SK_KEY, TP_RETURN, HAVE_SK_DATA_READY (absent: the connection-state
 // rule decides listener wakeups alone), CONN_STATE_CHECK (run that rule beside
 // sk_data_ready, its verdict in a flag), HAVE_EPOLL_PWAIT2, NO_CONNECTIONS (with
-// HAVE_SK_DATA_READY and RAW_NET: no inet_sock_set_state; see ready_cause_of).
+// HAVE_SK_DATA_READY and RAW_NET: no inet_sock_set_state; see ready_cause_of),
+// AGGREGATE with MAX_LISTENERS, MAX_ACCEPT_FDS (no records: counts per listener and
+// per accepting socket in maps that user space reads on demand; see finish_wakeup).
 #include <uapi/linux/ptrace.h>
 #include <linux/signal.h>  // sigset_t, in the generated args of epoll_pwait/ppoll/pselect6
 #include "herd_event.h"
@@ -215,6 +217,8 @@ struct net_cause {
     u64 ready_seq;      // listener readiness events numbered on this CPU (NO_CONNECTIONS)
     u8 ready_cause;     // NONE: not decided yet (see ready_cause_of)
     u8 conn_used;       // the connection has already been tied to its listener
+    u16 agg_port;       // AGGREGATE: the listener of the readiness event being counted
+    u32 agg_woken;      // AGGREGATE: threads it has woken so far
 };
 
 // Traced threads live in array slots, found through a flat array indexed by tid
@@ -243,6 +247,43 @@ BPF_ARRAY(conn_seq, u64, 1);
 BPF_PERCPU_ARRAY(cause, struct net_cause, 1);
 BPF_PERCPU_ARRAY(counters, u64, HERD_CNT_NUM);
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+#ifdef AGGREGATE
+#ifndef MAX_LISTENERS
+#define MAX_LISTENERS 4096
+#endif
+#ifndef MAX_ACCEPT_FDS
+#define MAX_ACCEPT_FDS 16384
+#endif
+#define LATENCY_BUCKETS 32  // wake latency, log2 of ns: bucket b holds [2^b, 2^(b+1))
+#define WOKEN_BUCKETS 9     // threads one readiness event woke: 0..7, and 8 or more
+// Per listening port, per CPU (no atomics on the hot path), summed by user space.
+struct listener_counts {
+    u64 wakeups;          // listener wakeups, counted once their outcome is known
+    u64 idle;             // of them absorbed or eagain (woken for nothing)
+    u64 eagain;           // of them eagain
+    u64 cpu_ns;           // their on-CPU time
+    u64 idle_cpu_ns;      // the idle ones'
+    u64 latency_ns;       // sum of their wake latencies (those seen on a CPU)
+    u64 connections;      // children established on the port
+    u64 readiness;        // readiness events counted in woken[]
+    u64 woken_sum;        // threads they woke, summed
+    u64 woken[WOKEN_BUCKETS];
+    u64 latency[LATENCY_BUCKETS];
+};
+struct accept_key {
+    u32 tgid;
+    s32 fd;
+};
+struct accept_counts {
+    u64 accepts;          // accept() calls that returned a connection
+    u64 eagain;           // accept() calls that returned EAGAIN
+};
+BPF_PERCPU_HASH(by_listener, u32, struct listener_counts, MAX_LISTENERS);
+BPF_PERCPU_HASH(by_accept_fd, struct accept_key, struct accept_counts, MAX_ACCEPT_FDS);
+// All zero, read-only: the initial value of a new entry, off the 512-byte stack.
+BPF_ARRAY(blank_listener, struct listener_counts, 1);
+#endif
 // User space drains on a clock and never sleeps on the ring: no wakeups needed.
 #ifndef BPF_RB_NO_WAKEUP
 #define BPF_RB_NO_WAKEUP 1
@@ -282,6 +323,40 @@ static __always_inline void count(int idx) {
     if (c)
         (*c)++;
 }
+
+#ifdef AGGREGATE
+static __always_inline struct listener_counts *listener_entry(u16 port) {
+    int zero = 0;
+    struct listener_counts *blank = blank_listener.lookup(&zero);
+    if (!blank)
+        return 0;
+    u32 key = port;
+    struct listener_counts *n = by_listener.lookup_or_try_init(&key, blank);
+    if (!n)
+        count(HERD_CNT_UNCOUNTED);
+    return n;
+}
+
+// Threads woken per connection, counted in the waker's call chain: a listener's
+// readiness event (its child queued) opens a count on this CPU, each waking it
+// causes there adds one, the next event closes it. A worker that wakes the next
+// waiter of a shared epoll later is not in it (record's per-connection count is).
+static __always_inline void readiness_close(u16 port, u32 woken) {
+    struct listener_counts *n = listener_entry(port);
+    if (!n)
+        return;
+    n->readiness++;
+    n->woken_sum += woken;
+    n->woken[woken < WOKEN_BUCKETS ? woken : WOKEN_BUCKETS - 1]++;
+}
+
+static __always_inline void readiness_open(u16 *agg_port, u32 *agg_woken, u16 port) {
+    if (*agg_port)
+        readiness_close(*agg_port, *agg_woken);
+    *agg_port = port;
+    *agg_woken = 0;
+}
+#endif
 
 // Kernel addresses stay out of recordings: a keyed bijective mix keeps identity only.
 static __always_inline u64 sk_id(const void *sk) {
@@ -357,6 +432,9 @@ static __always_inline void emit(const struct herd_event *src) {
 }
 
 static __always_inline struct herd_event *new_event(u8 kind, u64 now) {
+#ifdef AGGREGATE
+    return 0;  // no records cross to user space
+#endif
     if (ABLATE == ABLATE_STATE)
         return 0;
     struct herd_event *e = events.ringbuf_reserve(sizeof(struct herd_event));
@@ -395,6 +473,33 @@ static __always_inline void announce(struct traced_thread *t, u32 tid, u32 tgid)
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
+// A wakeup whose outcome is known: its record, or (AGGREGATE) its listener's counts.
+static __always_inline void finish_wakeup(const struct herd_event *w) {
+#ifdef AGGREGATE
+    if (w->cause != HERD_CAUSE_LISTENER)
+        return;
+    struct listener_counts *n = listener_entry(w->lport);
+    if (!n)
+        return;
+    n->wakeups++;
+    n->cpu_ns += w->cpu_ns;
+    if (w->outcome == HERD_OUTCOME_ABSORBED || w->outcome == HERD_OUTCOME_EAGAIN) {
+        n->idle++;
+        n->idle_cpu_ns += w->cpu_ns;
+        if (w->outcome == HERD_OUTCOME_EAGAIN)
+            n->eagain++;
+    }
+    if (w->oncpu_ts > w->ts) {
+        u64 lat = w->oncpu_ts - w->ts;
+        u32 b = bpf_log2l(lat);
+        n->latency[b < LATENCY_BUCKETS ? b : LATENCY_BUCKETS - 1]++;
+        n->latency_ns += lat;
+    }
+#else
+    emit(w);
+#endif
+}
+
 // Own context: the open wakeup's on-CPU time up to `now` (the thread has been on a
 // CPU since t->oncpu), counted from `now` on for whatever comes next.
 static __always_inline void charge(struct traced_thread *t, u64 now) {
@@ -418,7 +523,7 @@ static __always_inline void close_wakeup(struct traced_thread *t, u8 unreturned_
         w->outcome = HERD_OUTCOME_EAGAIN;
     else
         w->outcome = HERD_OUTCOME_OTHER;
-    emit(w);
+    finish_wakeup(w);
     t->pending = 0;
 }
 
@@ -531,6 +636,22 @@ static __always_inline void wait_enter(u8 call, s32 fd, u64 buf) {
 }
 
 static __always_inline void emit_accept(struct traced_thread *t, u32 tid, s32 ret, u64 now) {
+#ifdef AGGREGATE
+    if (ret < 0 && ret != -HERD_EAGAIN)
+        return;
+    struct accept_key key = {.tgid = t->tgid, .fd = t->wait_fd};
+    struct accept_counts blank = {};
+    struct accept_counts *n = by_accept_fd.lookup_or_try_init(&key, &blank);
+    if (!n) {
+        count(HERD_CNT_UNCOUNTED);
+        return;
+    }
+    if (ret >= 0)
+        n->accepts++;
+    else
+        n->eagain++;
+    return;
+#endif
     struct herd_event *e = new_event(HERD_KIND_ACCEPT, now);
     if (!e)
         return;
@@ -637,6 +758,9 @@ static __always_inline u8 ready_cause_of(struct net_cause *c) {
         c->ready_cause = HERD_CAUSE_LISTENER;
         c->ready_conn = (++c->ready_seq << CPU_ID_BITS) | (bpf_get_smp_processor_id() & CPU_ID_MASK);
         c->ready_port = port;
+#ifdef AGGREGATE
+        readiness_open(&c->agg_port, &c->agg_woken, port);
+#endif
     } else {
         c->ready_cause = traced_port(port) ? HERD_CAUSE_CONNECTION : HERD_CAUSE_SOCKET;
         c->ready_conn = 0;
@@ -697,6 +821,10 @@ static __always_inline void classify(struct waking *k, u64 now, u64 id) {
         k->sk = c->ready_sk;
         k->conn_id = c->ready_conn;
         k->lport = c->ready_port;
+#ifdef AGGREGATE
+        if (k->cause == HERD_CAUSE_LISTENER)
+            c->agg_woken++;
+#endif
     } else if (!epoll_rewake(k, id)) {
         k->cause = HERD_CAUSE_OTHER;  // no socket became readable (analysis finds timeouts)
     }
@@ -706,6 +834,9 @@ static __always_inline void classify(struct waking *k, u64 now, u64 id) {
         k->cause = HERD_CAUSE_LISTENER;
         k->conn_id = c->conn_id;
         k->lport = c->conn_port;
+#ifdef AGGREGATE
+        c->agg_woken++;
+#endif
     } else if (c->ready_ts && now - c->ready_ts < CAUSE_WINDOW_NS && c->ready_waker == id) {
         k->cause = c->ready_cause;  // a state change (a peer's FIN) of an accepted socket
         k->sk = c->ready_sk;
@@ -1015,6 +1146,15 @@ static __always_inline void on_state(struct sock_change *s) {
     conn_add(skaddr, conn_id);
     u64 now = bpf_ktime_get_ns();
     struct net_cause *c = cause.lookup(&zero);
+#ifdef AGGREGATE
+    struct listener_counts *n = listener_entry(port);
+    if (n)
+        n->connections++;
+#ifndef HAVE_SK_DATA_READY
+    if (c)  // the connection-state rule: the child's establishing is the readiness event
+        readiness_open(&c->agg_port, &c->agg_woken, port);
+#endif
+#endif
     if (c) {
         c->conn_id = conn_id;
         c->conn_ts = now;
@@ -1163,6 +1303,9 @@ static __always_inline void on_data_ready(const void *sk) {
         c->ready_sk = sk_id(sk);
         c->ready_conn = c->conn_id;
         c->ready_port = c->conn_port;
+#ifdef AGGREGATE
+        readiness_open(&c->agg_port, &c->agg_woken, c->conn_port);
+#endif
     } else {
         c->ready_cause = HERD_CAUSE_NONE;  // a connection's or another socket's
     }

@@ -58,7 +58,8 @@
 #define HERD_CNT_WAKINGS_UNINTERRUPTIBLE 3 /* a waking that ended an uninterruptible sleep (a lock): not a wakeup */
 #define HERD_CNT_WAKINGS_UNSEEN 4 /* a thread back from a wait's sleep with no waking seen: recorded from its switch-in */
 #define HERD_CNT_CONNS_EVICTED 5 /* an accepted socket forgotten for a newer one (its set was full): its wakeups say socket */
-#define HERD_CNT_NUM 6
+#define HERD_CNT_UNCOUNTED 6 /* aggregation only: a listener or accepting socket not counted, its table is full */
+#define HERD_CNT_NUM 7
 
 struct herd_event {
     u64 ts; /* event time, ns of CLOCK_MONOTONIC (wakeup: sched_waking; flag waking_unseen: the switch-in or return that found it) */

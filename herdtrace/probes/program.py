@@ -53,6 +53,10 @@ class ProbeOptions:
     # offsets they need; False keeps every probe a classic tracepoint.
     raw_tracepoints: bool = True
     let_perf_see: bool = False  # keep a concurrent perf record of the same tracepoints working
+    # Count per listener and per accepting socket in maps (the exporter, `top`), no
+    # records: what crosses to user space is read on demand, not per wakeup.
+    aggregate: bool = False
+    max_listeners: int = 4096  # with aggregate: listening ports counted at once
     sk_key: int = field(default_factory=lambda: secrets.randbits(63))
 
 
@@ -149,6 +153,11 @@ def plan(options: ProbeOptions) -> ProbePlan:
         cflags.append("-DNO_CONNECTIONS")
         del methods["sock:inet_sock_set_state"]
         methods[RECEIVE_TRACEPOINT] = "raw_tracepoint"  # ends a readable socket's wakeups
+    if options.aggregate:
+        if options.max_listeners < 1:
+            raise HerdtraceError(f"--max-listeners must be at least 1, got {options.max_listeners}")
+        cflags += ["-DAGGREGATE", f"-DMAX_LISTENERS={options.max_listeners}",
+                   f"-DMAX_ACCEPT_FDS={4 * options.max_listeners}"]
     if options.ablate == "empty-counting":
         methods = {tp: how for tp, how in methods.items() if tp not in BEYOND_COUNTING_TRACEPOINTS}
     return ProbePlan(cflags=tuple(cflags), methods=methods, attribution=attribution)

@@ -80,3 +80,19 @@ def all_stats(funcs: dict[bytes | str, int]) -> dict[str, ProgStats]:
     """Stats of each program (bcc function name -> fd), keyed by probe name."""
     return {probe_name(name.decode() if isinstance(name, bytes) else name): prog_stats(fd)
             for name, fd in funcs.items()}
+
+
+_BPF_ENABLE_STATS = 32
+_BPF_STATS_RUN_TIME = 0
+
+
+def enable_run_time_stats() -> int | None:
+    """Have the kernel count every BPF program's runs and run time while the returned
+    fd stays open (BPF_ENABLE_STATS, Linux 5.8+), without touching the sysctl that
+    others may own. None where the kernel refuses."""
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:
+        return None
+    attr = ctypes.c_uint32(_BPF_STATS_RUN_TIME)
+    fd = _libc.syscall(nr, _BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr))
+    return int(fd) if fd >= 0 else None

@@ -185,11 +185,12 @@ def python_tool(name: str) -> str | None:
     return str(here) if here.exists() else shutil.which(name)
 
 
-def gunicorn(workdir: Path, workers: int = 4, worker_class: str = "sync",
-             reuse_port: bool = False) -> contextlib.AbstractContextManager[RunningServer]:
+def gunicorn(workdir: Path, workers: int = 4, worker_class: str = "sync", reuse_port: bool = False,
+             port: int | None = None) -> contextlib.AbstractContextManager[RunningServer]:
     """gunicorn's workers (sync: each waits in select() on the shared listener).
-    `reuse_port`: --reuse-port, which since 24.0 opens a listening socket per worker."""
-    port = free_port()
+    `reuse_port`: --reuse-port, which since 24.0 opens a listening socket per worker.
+    `port`: a given one (a server restarted on its port), else a free one."""
+    port = port or free_port()
     exe = python_tool("gunicorn")
     if exe is None:
         raise HerdtraceError("gunicorn is not installed (make setup installs it)")

@@ -1,0 +1,142 @@
+"""The exporter's collector: `top`'s discovery of every listener on the host, the
+probes compiled with -DAGGREGATE (no records: per-listener counts in BPF maps), and
+on each interval a Snapshot read from those maps.
+
+Counts are keyed by listening port in the kernel (a listener wakeup knows its
+listener's port) and accepts by (process, fd) of the accepting socket; user space
+ties the fds to listeners through /proc and keeps the accept totals itself, so that
+they only grow when a server's processes come and go."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from herdtrace.collectors import listeners
+from herdtrace.collectors.bpf_collector import total_misses
+from herdtrace.collectors.watch import TopOptions, Watcher
+from herdtrace.counts import LISTENER_FIELDS, ListenerCounts, Snapshot
+from herdtrace.probes import program, progstats
+
+STALE_S = 300.0  # a listener gone from /proc is still served this long, then dropped
+
+
+@dataclass(frozen=True)
+class ExporterOptions:
+    interval_s: float = 1.0  # how often the maps are read into a snapshot
+    ports: tuple[int, ...] = ()
+    pids: tuple[int, ...] = ()
+    comms: tuple[str, ...] = ()
+    probe: program.ProbeOptions = field(
+        default_factory=lambda: program.ProbeOptions(aggregate=True, ringbuf_pages=1))
+
+
+class AggregateWatcher(Watcher):
+    def __init__(self, opts: ExporterOptions, on_snapshot: Callable[[Snapshot], None]) -> None:
+        super().__init__(TopOptions(interval_s=opts.interval_s, ports=opts.ports, pids=opts.pids,
+                                    probe=opts.probe), lambda _: None)
+        self.exporter = opts
+        self.on_snapshot = on_snapshot
+        self.known: dict[tuple[str, int], tuple[ListenerCounts, float]] = {}
+        self.accept_seen: dict[tuple[int, int], tuple[int, int]] = {}
+        self.accepted: dict[tuple[str, int], list[int]] = {}
+        self.stats_fd: int | None = None
+
+    def _wanted(self, listener: listeners.Listener) -> bool:
+        # Its own /metrics socket is no server to watch.
+        return os.getpid() not in listener.pids and (
+            not self.exporter.comms or listener.comm in self.exporter.comms)
+
+    def _attach(self, start_ns: int) -> None:
+        self.stats_fd = progstats.enable_run_time_stats()
+        super()._attach(start_ns)
+
+    def _ready_line(self) -> str:
+        return super()._ready_line().replace("watching", "counting")
+
+    def _report(self, now: float) -> None:
+        self._drain()  # the ring holds nothing under AGGREGATE; keep the reader's state right
+        self.on_snapshot(self.snapshot())
+        self.interval_start = (now, time.monotonic_ns())
+
+    def _listener_totals(self) -> dict[int, list[int]]:
+        """by_listener summed over CPUs: port -> fields, then the two histograms."""
+        out: dict[int, list[int]] = {}
+        for key, per_cpu in self.bpf[b"by_listener"].items():
+            total = [0] * (len(LISTENER_FIELDS) + 9 + 32)
+            for leaf in per_cpu:
+                values = [getattr(leaf, f) for f in LISTENER_FIELDS]
+                values += list(leaf.woken) + list(leaf.latency)
+                total = [a + b for a, b in zip(total, values, strict=True)]
+            out[int(key.value)] = total
+        return out
+
+    def _accept_deltas(self, holders: dict[tuple[int, int], tuple[str, int]]) -> None:
+        """New accepts per accepting socket since the last read, added to its
+        listener's total (kept by user space: a process that exits keeps its share)."""
+        for key, per_cpu in self.bpf[b"by_accept_fd"].items():
+            fd_key = (int(key.tgid), int(key.fd))
+            listener = holders.get(fd_key)
+            if listener is None:
+                continue  # not (yet) known as a listener's fd: counted once it is
+            now = (sum(int(v.accepts) for v in per_cpu), sum(int(v.eagain) for v in per_cpu))
+            seen = self.accept_seen.get(fd_key, (0, 0))
+            total = self.accepted.setdefault(listener, [0, 0])
+            total[0] += now[0] - seen[0]
+            total[1] += now[1] - seen[1]
+            self.accept_seen[fd_key] = now
+
+    def snapshot(self) -> Snapshot:
+        holders = {(pid, fd): (lst.addr, lst.port) for lst in self.listeners
+                   for pid, fd in lst.holders}
+        self._accept_deltas(holders)
+        totals = self._listener_totals()
+        fd_entries = sum(1 for _ in self.bpf[b"by_accept_fd"])
+        now = time.monotonic()
+        n = len(LISTENER_FIELDS)
+        for lst in self.listeners:
+            key = (lst.addr, lst.port)
+            mode = self.modes.get(key) or lst.mode
+            self.modes[key] = mode
+            values = totals.get(lst.port, [0] * (n + 41))
+            counts = ListenerCounts(lst.addr, lst.port, lst.comm, mode,
+                                    **dict(zip(LISTENER_FIELDS, values[:n], strict=True)),
+                                    woken=values[n:n + 9], latency=values[n + 9:])
+            accepted = self.accepted.get(key, [0, 0])
+            self.known[key] = (replace(counts, accepts=accepted[0], accept_eagain=accepted[1]), now)
+        self.known = {k: v for k, v in self.known.items() if now - v[1] <= STALE_S}
+        counters = self._counters()
+        stats = self._prog_stats()
+        assert self.threads is not None
+        return Snapshot(
+            ts=time.time(), listeners=[c for c, _ in self.known.values()],
+            connections_followed=self.exporter.probe.connections,
+            uncounted=sum(counters["uncounted"]), lost_events=sum(counters["lost_events"]),
+            probe_misses=total_misses(self._probe_misses()),
+            threads_traced=sum(1 for _ in self.threads.entries()),
+            map_entries={"by_listener": len(totals),
+                         "by_accept_fd": fd_entries},
+            bpf_run_ns={p: s.run_time_ns if self.stats_fd is not None else None
+                        for p, s in stats.items()},
+            bpf_run_count={p: s.run_cnt if self.stats_fd is not None else None
+                           for p, s in stats.items()})
+
+    def close(self) -> None:
+        super().close()
+        if self.stats_fd is not None:
+            os.close(self.stats_fd)
+            self.stats_fd = None
+
+
+def count(opts: ExporterOptions, on_snapshot: Callable[[Snapshot], None], stop: Any,
+          on_ready: Callable[[str], None] | None = None) -> None:
+    """Count until `stop` is set, handing a snapshot over every interval."""
+    watcher = AggregateWatcher(opts, on_snapshot)
+    try:
+        watcher.run(stop, on_ready)
+    finally:
+        watcher.close()
+
