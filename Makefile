@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HT := $(VENV)/bin/herdtrace
 DEMO_DIR ?= herdtrace-demo
 
-.PHONY: setup demo test unit lint bench-perf schema notebook clean
+.PHONY: setup demo test unit lint bench-perf bench-exporter schema notebook clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,11 @@ lint: setup
 
 bench-perf: setup
 	$(PY) -m benchmarks.perf
+
+# What leaving the exporter running costs (BPF ns and user CPU per connection);
+# SOAK=60 adds an hour of servers coming and going, memory printed each minute.
+bench-exporter: setup
+	$(PY) -m benchmarks.exporter_cost $(if $(SOAK),--soak-minutes $(SOAK))
 
 schema:
 	$(PY) -m herdtrace.schema

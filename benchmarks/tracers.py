@@ -166,6 +166,30 @@ class Top(_Process):
                 "probe_misses": None if None in misses else sum(misses)}
 
 
+class Exporter(_Process):
+    """herdtrace exporter narrowed to the target's listening port: in-kernel counts, no
+    records. Its port is the target's (the benchmark sets `port`)."""
+
+    name = "herdtrace exporter"
+    port = 0
+
+    def start(self, pids: list[int], workdir: Path) -> None:
+        from herdtrace.workloads.real_servers import free_port
+
+        self.metrics_port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "herdtrace", "exporter", "--web.listen-address",
+             f"127.0.0.1:{self.metrics_port}", "-p", str(pids[0])],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._wait_for("herdtrace: counting", stream=self.proc.stderr)
+
+    def stop(self) -> dict[str, object]:
+        self.cpu_s = self._cpu_used()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        return {}
+
+
 class Bpftrace(_Process):
     """A bpftrace script counting wakeups, accepts and EAGAINs of the same processes."""
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from herdtrace.errors import HerdtraceError
+
+if TYPE_CHECKING:
+    from herdtrace.counts import Snapshot
 
 # Prometheus' list of default exporter ports filled 9100-9999 in 2023; herdtrace
 # takes one above it (a decision: see docs/exporter.md).
@@ -66,11 +70,11 @@ def exporter_command(
         probe=program.ProbeOptions(aggregate=True, ringbuf_pages=1, max_listeners=max_listeners,
                                    connections=not program.connections_optional()))
 
-    def take(snapshot: object) -> None:
-        served.latest = snapshot  # type: ignore[assignment]
+    def serve(source: Callable[[], Snapshot | None]) -> None:
+        served.source = source
 
     started = time.monotonic()
-    aggregate.count(opts, take, stop_on_signals(), on_ready=lambda line: typer.echo(
+    aggregate.count(opts, serve, stop_on_signals(), on_ready=lambda line: typer.echo(
         f"{line}; metrics at http://{host or '0.0.0.0'}:{web_port}/metrics "
         f"(ready in {time.monotonic() - started:.1f} s)", err=True))
 

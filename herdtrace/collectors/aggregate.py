@@ -1,6 +1,7 @@
 """The exporter's collector: `top`'s discovery of every listener on the host, the
 probes compiled with -DAGGREGATE (no records: per-listener counts in BPF maps), and
-on each interval a Snapshot read from those maps.
+a Snapshot read from those maps on demand (a scrape): between scrapes user space
+only looks for new listeners, once an interval.
 
 Counts are keyed by listening port in the kernel (a listener wakeup knows its
 listener's port) and accepts by (process, fd) of the accepting socket; user space
@@ -9,12 +10,15 @@ they only grow when a server's processes come and go."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from herdtrace import procfs
 from herdtrace.collectors import listeners
 from herdtrace.collectors.bpf_collector import total_misses
 from herdtrace.collectors.watch import TopOptions, Watcher
@@ -35,15 +39,21 @@ class ExporterOptions:
 
 
 class AggregateWatcher(Watcher):
-    def __init__(self, opts: ExporterOptions, on_snapshot: Callable[[Snapshot], None]) -> None:
+    def __init__(self, opts: ExporterOptions) -> None:
         super().__init__(TopOptions(interval_s=opts.interval_s, ports=opts.ports, pids=opts.pids,
                                     probe=opts.probe), lambda _: None)
         self.exporter = opts
-        self.on_snapshot = on_snapshot
+        self.lock = threading.Lock()  # scrapes come from the HTTP server's threads
+        self.last: Snapshot | None = None
         self.known: dict[tuple[str, int], tuple[ListenerCounts, float]] = {}
         self.accept_seen: dict[tuple[int, int], tuple[int, int]] = {}
         self.accepted: dict[tuple[str, int], list[int]] = {}
         self.stats_fd: int | None = None
+
+    def _discover(self, now_ns: int) -> list[Any]:
+        # Forget processes that are gone: a reused pid is a new server to trace.
+        self.traced_pids = {p for p in self.traced_pids if procfs.is_alive(p)}
+        return super()._discover(now_ns)
 
     def _wanted(self, listener: listeners.Listener) -> bool:
         # Its own /metrics socket is no server to watch.
@@ -57,9 +67,10 @@ class AggregateWatcher(Watcher):
     def _ready_line(self) -> str:
         return super()._ready_line().replace("watching", "counting")
 
+    def _drain(self) -> float:
+        return 0.2  # nothing crosses the ring under AGGREGATE: just wake to look around
+
     def _report(self, now: float) -> None:
-        self._drain()  # the ring holds nothing under AGGREGATE; keep the reader's state right
-        self.on_snapshot(self.snapshot())
         self.interval_start = (now, time.monotonic_ns())
 
     def _listener_totals(self) -> dict[int, list[int]]:
@@ -89,7 +100,14 @@ class AggregateWatcher(Watcher):
             total[1] += now[1] - seen[1]
             self.accept_seen[fd_key] = now
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> Snapshot | None:
+        """The counts now (None before the probes are attached, the last after)."""
+        with self.lock:
+            if self.bpf is not None and self.threads is not None:
+                self.last = self._read()
+            return self.last
+
+    def _read(self) -> Snapshot:
         holders = {(pid, fd): (lst.addr, lst.port) for lst in self.listeners
                    for pid, fd in lst.holders}
         self._accept_deltas(holders)
@@ -107,7 +125,7 @@ class AggregateWatcher(Watcher):
                                     woken=values[n:n + 9], latency=values[n + 9:])
             accepted = self.accepted.get(key, [0, 0])
             self.known[key] = (replace(counts, accepts=accepted[0], accept_eagain=accepted[1]), now)
-        self.known = {k: v for k, v in self.known.items() if now - v[1] <= STALE_S}
+        self._forget({k for k, (_, seen) in self.known.items() if now - seen > STALE_S})
         counters = self._counters()
         stats = self._prog_stats()
         assert self.threads is not None
@@ -124,6 +142,25 @@ class AggregateWatcher(Watcher):
             bpf_run_count={p: s.run_cnt if self.stats_fd is not None else None
                            for p, s in stats.items()})
 
+    def _forget(self, gone: set[tuple[str, int]]) -> None:
+        """Listeners not seen for STALE_S leave the metrics and the kernel's table (a
+        later listener on the port starts from zero: a counter reset to Prometheus);
+        accepting sockets of processes that exited leave theirs, their counts kept."""
+        for key in gone:
+            del self.known[key]
+            self.accepted.pop(key, None)
+        live_ports = {port for _, port in self.known}
+        table = self.bpf[b"by_listener"]
+        for port in {port for _, port in gone} - live_ports:
+            with contextlib.suppress(KeyError):
+                del table[table.Key(port)]
+        fds = self.bpf[b"by_accept_fd"]
+        for key in list(fds.keys()):
+            if not procfs.is_alive(int(key.tgid)):
+                with contextlib.suppress(KeyError):
+                    del fds[key]
+                self.accept_seen.pop((int(key.tgid), int(key.fd)), None)
+
     def close(self) -> None:
         super().close()
         if self.stats_fd is not None:
@@ -131,12 +168,20 @@ class AggregateWatcher(Watcher):
             self.stats_fd = None
 
 
-def count(opts: ExporterOptions, on_snapshot: Callable[[Snapshot], None], stop: Any,
-          on_ready: Callable[[str], None] | None = None) -> None:
-    """Count until `stop` is set, handing a snapshot over every interval."""
-    watcher = AggregateWatcher(opts, on_snapshot)
+def count(opts: ExporterOptions, serve: Callable[[Callable[[], Snapshot | None]], None],
+          stop: Any, on_ready: Callable[[str], None] | None = None) -> None:
+    """Count until `stop` is set; once the probes are attached, `serve` is handed the
+    function that reads a snapshot."""
+    watcher = AggregateWatcher(opts)
+
+    def ready(line: str) -> None:
+        serve(watcher.snapshot)
+        if on_ready:
+            on_ready(line)
+
     try:
-        watcher.run(stop, on_ready)
+        watcher.run(stop, ready)
     finally:
-        watcher.close()
+        with watcher.lock:
+            watcher.close()
 

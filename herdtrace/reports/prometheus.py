@@ -118,13 +118,15 @@ def own_metrics(snap: Snapshot) -> Iterator[Metric]:
 
 
 class SnapshotCollector(Collector):
-    """Serves the latest snapshot; before the first, only that the exporter is up."""
+    """Serves a snapshot read at scrape time (`source`), or a given one (`latest`);
+    before the probes are attached, only that the exporter is up."""
 
     def __init__(self) -> None:
         self.latest: Snapshot | None = None
+        self.source: Callable[[], Snapshot | None] | None = None
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.latest  # one reference read: the counting thread swaps it whole
+        snap = self.source() if self.source is not None else self.latest
         yield GaugeMetricFamily("herdtrace_exporter_ready", "1 once the probes are attached "
                                 "and the first snapshot is served.", value=int(snap is not None))
         if snap is not None:

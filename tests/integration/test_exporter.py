@@ -32,10 +32,10 @@ AGREE = 0.02  # herd factor: Prometheus vs record, relative
 class Exporter:
     """`herdtrace exporter` in the background, ready once it says it is counting."""
 
-    def __init__(self, port: int, *extra: str) -> None:
+    def __init__(self, port: int, *extra: str, wrap: tuple[str, ...] | list[str] = ()) -> None:
         self.port = port
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "herdtrace", "exporter", "--web.listen-address",
+            [*wrap, sys.executable, "-m", "herdtrace", "exporter", "--web.listen-address",
              f"127.0.0.1:{port}", "--interval", "0.5", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
@@ -253,3 +253,31 @@ def test_a_restarted_server_is_picked_up_and_counters_only_grow(tmp_path: Path) 
         assert exporter.stop() == 0
 
 
+
+
+def test_the_systemd_units_capabilities_are_enough(tmp_path: Path) -> None:
+    """Root with only the unit's capabilities (setpriv's bounding set, as systemd's
+    CapabilityBoundingSet) counts nginx, whose workers run as another user."""
+    from tests.unit.test_deploy import unit_capabilities
+
+    caps = ",".join(["-all", *(f"+{c.removeprefix('CAP_').lower()}" for c in unit_capabilities())])
+    with real_servers.nginx(tmp_path) as server:
+        exporter = Exporter(real_servers.free_port(), "-P", str(server.port),
+                            wrap=["setpriv", f"--bounding-set={caps}"])
+        try:
+            ab(server.port, 100)
+            time.sleep(1.5)
+            samples = exporter.scrape()
+            assert series(samples, "herdtrace_accepts_total", f"127.0.0.1:{server.port}") == 100
+        finally:
+            assert exporter.stop() == 0
+
+
+def test_without_bpf_privileges_it_says_what_is_missing() -> None:
+    out = subprocess.run(["setpriv", "--bounding-set=-all", sys.executable, "-m", "herdtrace",
+                          "exporter", "--web.listen-address", f"127.0.0.1:{real_servers.free_port()}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("herdtrace: error:"), out.stderr
+    assert "CAP_BPF" in lines[0] or "capabilit" in lines[0]
