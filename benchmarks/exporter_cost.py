@@ -51,10 +51,10 @@ def ab_connections(port: int, seconds: float) -> tuple[int, float]:
 SCRAPE_EVERY_S = 1.0  # harsher than Prometheus' usual 15-60 s: each scrape reads the maps
 
 
-def scraping(tracer: tracers.Tracer, stop: threading.Event) -> None:
+def scraping(tracer: tracers.Exporter, stop: threading.Event) -> None:
     while not stop.wait(SCRAPE_EVERY_S):
         with contextlib.suppress(OSError):
-            scrape(getattr(tracer, "metrics_port"))
+            scrape(tracer.metrics_port)
 
 
 def one(kind: type[tracers.Tracer], target: str, seconds: float) -> dict[str, float]:
