@@ -44,6 +44,7 @@ class AggregateWatcher(Watcher):
                                     probe=opts.probe), lambda _: None)
         self.exporter = opts
         self.lock = threading.Lock()  # scrapes come from the HTTP server's threads
+        self.port_seen: dict[int, float] = {}  # counted port -> when last held by a listener
         self.last: Snapshot | None = None
         self.known: dict[tuple[str, int], tuple[ListenerCounts, float]] = {}
         self.accept_seen: dict[tuple[int, int], tuple[int, int]] = {}
@@ -125,7 +126,8 @@ class AggregateWatcher(Watcher):
                                     woken=values[n:n + 9], latency=values[n + 9:])
             accepted = self.accepted.get(key, [0, 0])
             self.known[key] = (replace(counts, accepts=accepted[0], accept_eagain=accepted[1]), now)
-        self._forget({k for k, (_, seen) in self.known.items() if now - seen > STALE_S})
+        self._forget({k for k, (_, seen) in self.known.items() if now - seen > STALE_S},
+                     self._stale_ports(totals, now))
         counters = self._counters()
         stats = self._prog_stats()
         assert self.threads is not None
@@ -142,16 +144,25 @@ class AggregateWatcher(Watcher):
             bpf_run_count={p: s.run_cnt if self.stats_fd is not None else None
                            for p, s in stats.items()})
 
-    def _forget(self, gone: set[tuple[str, int]]) -> None:
+    def _stale_ports(self, totals: dict[int, list[int]], now: float) -> set[int]:
+        """Counted ports no listener has held for STALE_S (one that came and went
+        between two scrapes included)."""
+        held = {lst.port for lst in self.listeners}
+        for port in totals:
+            if port in held or port not in self.port_seen:
+                self.port_seen[port] = now
+        return {p for p, seen in self.port_seen.items() if now - seen > STALE_S}
+
+    def _forget(self, gone: set[tuple[str, int]], stale_ports: set[int]) -> None:
         """Listeners not seen for STALE_S leave the metrics and the kernel's table (a
         later listener on the port starts from zero: a counter reset to Prometheus);
         accepting sockets of processes that exited leave theirs, their counts kept."""
         for key in gone:
             del self.known[key]
             self.accepted.pop(key, None)
-        live_ports = {port for _, port in self.known}
         table = self.bpf[b"by_listener"]
-        for port in {port for _, port in gone} - live_ports:
+        for port in stale_ports - {port for _, port in self.known}:
+            self.port_seen.pop(port, None)
             with contextlib.suppress(KeyError):
                 del table[table.Key(port)]
         fds = self.bpf[b"by_accept_fd"]
