@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 LATENCY_BUCKETS = 32  # herd.bpf.c: bucket b counts wake latencies in [2^b, 2^(b+1)) ns
 WOKEN_BUCKETS = 9  # threads one readiness event woke: 0..7, and 8 or more
+CALLS = 11  # listener wakeups by schema.WaitCall value (0: none)
 # The fields of struct listener_counts, in order, before its two histograms.
 LISTENER_FIELDS = ("wakeups", "idle", "eagain", "cpu_ns", "idle_cpu_ns", "latency_ns",
                    "connections", "readiness", "woken_sum")
@@ -32,6 +33,8 @@ class ListenerCounts:
     woken_sum: int = 0
     woken: list[int] = field(default_factory=lambda: [0] * WOKEN_BUCKETS)
     latency: list[int] = field(default_factory=lambda: [0] * LATENCY_BUCKETS)
+    by_call: list[int] = field(default_factory=lambda: [0] * CALLS)
+    pids: tuple[int, ...] = ()  # processes holding it
     accepts: int = 0  # accept() returning a connection on its sockets
     accept_eagain: int = 0  # accept() returning EAGAIN on them
 

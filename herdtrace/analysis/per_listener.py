@@ -83,6 +83,7 @@ def listener_row(listener: ListenerLike, part: Recording, interval_s: float) -> 
         "comm": listener.comm,
         "mode": observed_mode(listener, part),
         "workers": s.workers,
+        "processes": len(listener.pids),
         "accepts": s.accepts,
         "connections_per_s": s.accepts / interval_s if interval_s > 0 else None,
         "listener_wakeups": s.listener_wakeups,

@@ -16,7 +16,7 @@ from herdtrace.validate import check_suffix
 if TYPE_CHECKING:
     from herdtrace.collectors.watch import Interval
 
-COLUMNS = ("LISTENER", "SERVER (PID)", "WORKERS", "MODE", "CONN/S", "HERD", "WOKEN/CONN",
+COLUMNS = ("LISTENER", "SERVER (PID)", "PROCS", "MODE", "CONN/S", "HERD", "WOKEN/CONN",
            "IDLE", "EAGAIN/S", "WAKE p99 µs", "WASTED µs/CONN")
 WIDTHS = (22, 20, 7, 15, 8, 6, 10, 5, 8, 11, 14)
 
@@ -28,7 +28,7 @@ def _num(value: float | None, fmt: str) -> str:
 def _cells(row: dict[str, Any], interval_s: float) -> tuple[str, ...]:
     addr = f"[{row['addr']}]" if ":" in row["addr"] else row["addr"]
     server = f"{row['comm']} ({row['pids'][0]})" if row["pids"] else row["comm"]
-    head = (f"{addr}:{row['port']}", server, str(row["workers"]), row["mode"] or "-")
+    head = (f"{addr}:{row['port']}", server, str(row["processes"]), row["mode"] or "-")
     if not row["accepts"]:
         return (*head, "idle")
     idle = row["idle_fraction"]
@@ -66,10 +66,13 @@ def top_command(
     """Which servers on this host wake more workers than they need, right now.
 
     Finds every process with a TCP listening socket (IPv4 and IPv6; listeners
-    that appear later too), traces their waiting threads with record's probes,
-    and prints one line per listener every INTERVAL seconds, most wakeups for
-    nothing first: connections/s, herd factor, threads woken per connection,
-    woken-but-idle, EAGAIN/s, wake latency p99, and how the workers wait.
+    that appear later too), traces their waiting threads with record's probes
+    counting in the kernel (as the exporter does: no record per wakeup; with -o,
+    records, as `record` writes them), and prints one line per listener every
+    INTERVAL seconds, most wakeups for nothing first: connections/s, herd factor,
+    threads woken per connection, woken-but-idle, EAGAIN/s, wake latency p99
+    (to within its power-of-two bucket when counting), wasted CPU per connection,
+    and how the workers wait.
 
     Examples:
 
@@ -95,6 +98,17 @@ def top_command(
             typer.echo("\n".join(table_lines(report)) + "\n")
         sys.stdout.flush()
 
+    if output is None:  # the exporter's in-kernel counts: no record crosses to user space
+        from herdtrace.collectors import aggregate
+
+        counting = aggregate.ExporterOptions(
+            interval_s=interval, ports=opts.ports, pids=opts.pids,
+            probe=program.ProbeOptions(aggregate=True, ringbuf_pages=1,
+                                       connections=opts.probe.connections))
+        opts.validate()
+        aggregate.watch_counts(counting, count, show, stop_on_signals(),
+                               on_ready=lambda line: typer.echo(line, err=True))
+        return
     summary = watch(opts, show, stop_on_signals(),
                     on_ready=lambda line: typer.echo(line, err=True))
     if output is not None:

@@ -19,13 +19,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from herdtrace import procfs
+from herdtrace.analysis import live
 from herdtrace.collectors import listeners
 from herdtrace.collectors.bpf_collector import total_misses
-from herdtrace.collectors.watch import TopOptions, Watcher
-from herdtrace.counts import LISTENER_FIELDS, ListenerCounts, Snapshot
+from herdtrace.collectors.watch import Interval, TopOptions, Watcher
+from herdtrace.counts import CALLS, LATENCY_BUCKETS, LISTENER_FIELDS, WOKEN_BUCKETS, ListenerCounts, Snapshot
 from herdtrace.probes import program, progstats
 
 STALE_S = 300.0  # a listener gone from /proc is still served this long, then dropped
+# struct listener_counts flattened: its fields, then its three arrays.
+WIDTH = len(LISTENER_FIELDS) + WOKEN_BUCKETS + LATENCY_BUCKETS + CALLS
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,13 @@ class ExporterOptions:
 
 
 class AggregateWatcher(Watcher):
-    def __init__(self, opts: ExporterOptions) -> None:
-        super().__init__(TopOptions(interval_s=opts.interval_s, ports=opts.ports, pids=opts.pids,
-                                    probe=opts.probe), lambda _: None)
+    def __init__(self, opts: ExporterOptions,
+                 on_interval: Callable[[Interval], None] | None = None,
+                 count: int | None = None) -> None:
+        super().__init__(TopOptions(interval_s=opts.interval_s, count=count, ports=opts.ports,
+                                    pids=opts.pids, probe=opts.probe), on_interval or (lambda _: None))
+        self.reports = on_interval is not None  # `top`: a line per listener each interval
+        self.previous: Snapshot | None = None
         self.exporter = opts
         self.lock = threading.Lock()  # scrapes come from the HTTP server's threads
         self.port_seen: dict[int, float] = {}  # counted port -> when last held by a listener
@@ -66,22 +73,40 @@ class AggregateWatcher(Watcher):
         super()._attach(start_ns)
 
     def _ready_line(self) -> str:
-        return super()._ready_line().replace("watching", "counting")
+        line = super()._ready_line()
+        return line if self.reports else line.replace("watching", "counting")
 
     def _drain(self) -> float:
         return 0.2  # nothing crosses the ring under AGGREGATE: just wake to look around
 
     def _report(self, now: float) -> None:
+        elapsed = now - self.interval_start[0]
         self.interval_start = (now, time.monotonic_ns())
+        if not self.reports:
+            return
+        snap = self.snapshot()
+        if snap is None:
+            return
+        held = {(lst.addr, lst.port) for lst in self.listeners}
+        shown = replace(snap, listeners=[c for c in snap.listeners if (c.addr, c.port) in held])
+        before = self.previous
+        self.previous = snap
+        misses = (None if snap.probe_misses is None or before is None or before.probe_misses is None
+                  else snap.probe_misses - before.probe_misses)
+        self.on_interval(Interval(
+            ts=snap.ts, interval_s=elapsed, probe_misses=misses,
+            lost_events=snap.uncounted + snap.lost_events
+            - (before.uncounted + before.lost_events if before else 0),
+            listeners=live.rows(shown, before, elapsed)))
 
     def _listener_totals(self) -> dict[int, list[int]]:
         """by_listener summed over CPUs: port -> fields, then the two histograms."""
         out: dict[int, list[int]] = {}
         for key, per_cpu in self.bpf[b"by_listener"].items():
-            total = [0] * (len(LISTENER_FIELDS) + 9 + 32)
+            total = [0] * WIDTH
             for leaf in per_cpu:
                 values = [getattr(leaf, f) for f in LISTENER_FIELDS]
-                values += list(leaf.woken) + list(leaf.latency)
+                values += list(leaf.woken) + list(leaf.latency) + list(leaf.by_call)
                 total = [a + b for a, b in zip(total, values, strict=True)]
             out[int(key.value)] = total
         return out
@@ -120,10 +145,12 @@ class AggregateWatcher(Watcher):
             key = (lst.addr, lst.port)
             mode = self.modes.get(key) or lst.mode
             self.modes[key] = mode
-            values = totals.get(lst.port, [0] * (n + 41))
+            values = totals.get(lst.port, [0] * WIDTH)
+            w, lat = n + WOKEN_BUCKETS, n + WOKEN_BUCKETS + LATENCY_BUCKETS
             counts = ListenerCounts(lst.addr, lst.port, lst.comm, mode,
                                     **dict(zip(LISTENER_FIELDS, values[:n], strict=True)),
-                                    woken=values[n:n + 9], latency=values[n + 9:])
+                                    woken=values[n:w], latency=values[w:lat], by_call=values[lat:],
+                                    pids=lst.pids)
             accepted = self.accepted.get(key, [0, 0])
             self.known[key] = (replace(counts, accepts=accepted[0], accept_eagain=accepted[1]), now)
         self._forget({k for k, (_, seen) in self.known.items() if now - seen > STALE_S},
@@ -177,6 +204,17 @@ class AggregateWatcher(Watcher):
         if self.stats_fd is not None:
             os.close(self.stats_fd)
             self.stats_fd = None
+
+
+def watch_counts(opts: ExporterOptions, count: int | None,
+                 on_interval: Callable[[Interval], None], stop: Any,
+                 on_ready: Callable[[str], None] | None = None) -> None:
+    """`top` on in-kernel counts: a line per listener each interval, COUNT of them."""
+    watcher = AggregateWatcher(opts, on_interval, count)
+    try:
+        watcher.run(stop, on_ready)
+    finally:
+        watcher.close()
 
 
 def count(opts: ExporterOptions, serve: Callable[[Callable[[], Snapshot | None]], None],

@@ -257,6 +257,7 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 #endif
 #define LATENCY_BUCKETS 32  // wake latency, log2 of ns: bucket b holds [2^b, 2^(b+1))
 #define WOKEN_BUCKETS 9     // threads one readiness event woke: 0..7, and 8 or more
+#define CALLS (HERD_CALL_KEVENT + 1)  // listener wakeups by the wait they came out of
 // Per listening port, per CPU (no atomics on the hot path), summed by user space.
 struct listener_counts {
     u64 wakeups;          // listener wakeups, counted once their outcome is known
@@ -270,6 +271,7 @@ struct listener_counts {
     u64 woken_sum;        // threads they woke, summed
     u64 woken[WOKEN_BUCKETS];
     u64 latency[LATENCY_BUCKETS];
+    u64 by_call[CALLS];
 };
 struct accept_key {
     u32 tgid;
@@ -483,6 +485,7 @@ static __always_inline void finish_wakeup(const struct herd_event *w) {
         return;
     n->wakeups++;
     n->cpu_ns += w->cpu_ns;
+    n->by_call[w->wait_call < CALLS ? w->wait_call : 0]++;
     if (w->outcome == HERD_OUTCOME_ABSORBED || w->outcome == HERD_OUTCOME_EAGAIN) {
         n->idle++;
         n->idle_cpu_ns += w->cpu_ns;

@@ -109,3 +109,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_top_on_in_kernel_counts_agrees_with_record(tmp_path: Path) -> None:
+    """Without -o, top reads the exporter's in-kernel counts: the herd it reports for
+    each server, summed over its intervals, is what `record` of the same window says."""
+    from herdtrace.analysis import metrics
+    from herdtrace.bench.runner import RecordingProcess
+
+    (tmp_path / "nginx").mkdir()
+    (tmp_path / "gunicorn").mkdir()
+    with contextlib.ExitStack() as stack:
+        nginx = stack.enter_context(real_servers.nginx(tmp_path / "nginx"))
+        gunicorn = stack.enter_context(real_servers.gunicorn(tmp_path / "gunicorn"))
+        recording = RecordingProcess(gunicorn.pid, tmp_path / "gunicorn.parquet")
+        proc = top(["-P", str(nginx.port), "-P", str(gunicorn.port), "1", str(INTERVALS)])
+        ab(nginx.port, REQUESTS)
+        ab(gunicorn.port, REQUESTS)
+        stdout, stderr = proc.communicate(timeout=60)
+        recording.interrupt()
+        recording.wait()
+        assert proc.returncode == 0, stderr
+    rows = [row for line in stdout.splitlines() for row in json.loads(line)["listeners"]]
+    factors = {}
+    for port in (nginx.port, gunicorn.port):
+        mine = [row for row in rows if row["port"] == port]
+        assert sum(row["accepts"] for row in mine) == REQUESTS
+        factors[port] = sum(row["listener_wakeups"] for row in mine) / REQUESTS
+    recorded = metrics.summarize(load.load_recording(tmp_path / "gunicorn.parquet"))
+    assert recorded.herd_factor is not None and recorded.herd_factor > 2.0
+    assert factors[gunicorn.port] == pytest.approx(recorded.herd_factor, rel=0.02)
+    assert 0.95 <= factors[nginx.port] <= 1.05
+    woken = [row["threads_woken_per_connection"] for row in rows
+             if row["port"] == gunicorn.port and row["accepts"]]
+    assert woken and min(woken) > 2.0
+    assert {row["mode"] for row in rows if row["port"] == gunicorn.port and row["accepts"]} == {"select"}
