@@ -16,6 +16,10 @@ from herdtrace.analysis.fixes import MECHANISM, NONE, SETTING, Fix, describe, se
 from herdtrace.analysis.load import Recording
 
 HERD_ABOVE = 1.2  # threads woken per connection (or herd factor) that make a herd
+# Saturated: listener wakeups accept several (>= 2) connections each. Between 0.5 and
+# 1 a herd factor comes from a worker that accepts again right after serving, before
+# it sleeps (gunicorn's sync worker: 0.77 at 250 connections/s, one at a time).
+SATURATED_BELOW = 0.5
 
 REUSEPORT = ("give each worker its own listening socket with SO_REUSEPORT (Linux 3.9+): the "
              "kernel then hands each connection to one of them")
@@ -113,7 +117,7 @@ def judge_from(s: metrics.Summary, ev: Evidence) -> Verdict:
     measure = woken if woken is not None else factor
     basis = "" if s.herd_factor_basis == "listener" else (
         " (this recording cannot tell listener wakeups from others: every wakeup counted)")
-    saturated = factor is not None and factor < 1.0
+    saturated = factor is not None and factor <= SATURATED_BELOW
     busy = (f"; saturated: each listener wakeup accepted {1 / factor:.1f} connections, so the "
             f"workers rarely slept and a herd's cost shows at lower load: record again at a "
             f"lower connection rate") if saturated and factor else ""
