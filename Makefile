@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HT := $(VENV)/bin/herdtrace
 DEMO_DIR ?= herdtrace-demo
 
-.PHONY: setup demo test unit lint bench-perf bench-exporter schema notebook clean
+.PHONY: setup demo test test-kernels unit lint bench-perf bench-exporter schema notebook clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,11 +17,17 @@ demo: setup
 test: setup
 	$(PY) -m pytest tests
 
+# The core of the suite inside other kernels (virtme-ng, this machine's file system):
+# KERNELS="6.1 6.12" by default; CI runs 6.1.
+KERNELS ?= 6.1 6.12
+test-kernels: setup
+	$(PY) scripts/test_kernels.py $(KERNELS)
+
 unit: setup
 	$(PY) -m pytest tests/unit
 
 lint: setup
-	$(PY) -m ruff check herdtrace tests benchmarks
+	$(PY) -m ruff check herdtrace tests benchmarks scripts
 	$(PY) -m mypy
 
 bench-perf: setup

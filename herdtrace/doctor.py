@@ -92,6 +92,9 @@ def try_load(text: bytes) -> str | None:
 
 
 def check_ringbuf() -> Check:
+    if features.hidden("ringbuf"):
+        return Check("ring buffer", FAIL, "absent (hidden by HERDTRACE_HIDE_FEATURES)",
+                     "a kernel >= 5.8 with BPF ring buffer")
     why = try_load(b"BPF_RINGBUF_OUTPUT(rb, 1); int noop(void *ctx) { return 0; }")
     if why == "bcc missing":
         return Check("ring buffer", FAIL, "bcc missing", "see the bcc line")
@@ -102,11 +105,16 @@ def check_ringbuf() -> Check:
 
 
 def check_sk_data_ready() -> Check:
-    if features.tracepoint_exists("sock:sk_data_ready"):
-        return Check("sock:sk_data_ready", OK, "wakeups tied to the socket and connection",
-                     required=False)
-    return Check("sock:sk_data_ready", WARN, "absent (Linux < 6.6): no per-connection attribution",
-                 "a kernel >= 6.6", required=False)
+    """Absent, listener wakeups still come from the connection-state rule: no fix needed."""
+    return Check("sock:sk_data_ready", OK, features.kernel_features()["sk_data_ready"],
+                 required=False)
+
+
+def check_kernel_features() -> Check:
+    """The rest of what this kernel gives, and how herdtrace makes up for what it lacks."""
+    have = features.kernel_features()
+    detail = "; ".join(f"{k}: {v}" for k, v in have.items() if k not in ("sk_data_ready", "ringbuf"))
+    return Check("kernel features", OK, detail, required=False)
 
 
 def check_kprobes() -> Check:
@@ -132,7 +140,8 @@ def check_fentry() -> Check:
 
 CHECKS: tuple[Callable[[], Check], ...] = (
     check_privilege, check_bpf_syscall, check_tracefs, check_tracepoints, check_headers,
-    check_bcc, check_ringbuf, check_sk_data_ready, check_kprobes, check_fentry,
+    check_bcc, check_ringbuf, check_sk_data_ready, check_kernel_features, check_kprobes,
+    check_fentry,
 )
 
 

@@ -48,6 +48,9 @@ class RecordingMeta:
     # in and out), "on-cpu to sleep" (DTrace: preemptions inside included); None: not
     # measured (schema < 4).
     cpu_time: str | None = None
+    # What the kernel gave the probes and how herdtrace made up for the rest
+    # (features.kernel_features: sk_data_ready, raw tracepoints, epoll_pwait2, ...).
+    kernel_features: dict[str, str] = field(default_factory=dict)
     lost_events: int | None = 0  # None: nobody could count them (the recorder died)
     lost_per_cpu: list[int] = field(default_factory=list)
     probe_misses: int | None = None  # None: not counted (kernel < 5.12, older recordings)

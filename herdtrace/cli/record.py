@@ -38,10 +38,10 @@ def record_command(
     print_bpf: Annotated[bool, typer.Option("--print-bpf", help="Print the BPF program and its flags, then exit.")] = False,
     let_perf_see: Annotated[bool, typer.Option("--let-perf-see", help="Let a perf record of the same tracepoints, running beside herdtrace, see them (costs ~3% of throughput at saturation).")] = False,
     backend: Annotated[str, typer.Option(metavar="NAME", show_default=False, help="bcc (Linux eBPF) or dtrace (FreeBSD, macOS, illumos) [default: bcc on Linux, else dtrace].")] = BACKEND_DEFAULT,
-    cause_basis: Annotated[str, typer.Option(help="How listener wakeups are recognised: auto (sock:sk_data_ready where the kernel has it, Linux 6.6+; else the connection-state rule) or conn-state (force the rule every kernel since 4.16 supports).")] = "auto",
+    cause_basis: Annotated[str, typer.Option(help="How listener wakeups are recognised: auto (sock:sk_data_ready where the kernel has it, Linux 6.3+; else the connection-state rule) or conn-state (force the rule every kernel since 4.16 supports).")] = "auto",
     ablate: Annotated[str | None, typer.Option(hidden=True, help="bench-perf only: empty, filter, state or empty-counting (records nothing).")] = None,
     cross_check_causes: Annotated[bool, typer.Option("--cross-check-causes", help="Run the connection-state rule beside sk_data_ready and keep its verdict per wakeup (column conn_state_listener in analysis), to compare the two.")] = False,
-    no_connections: Annotated[bool, typer.Option("--no-connections", help="Do not follow accepted connections (no sock:inet_sock_set_state probe, the costliest per request): listener wakeups, herd factor, EAGAINs and absorbed wakeups as usual; no connection records, no accept latency, no peer. Needs sk_data_ready (Linux 6.6+).")] = False,
+    no_connections: Annotated[bool, typer.Option("--no-connections", help="Do not follow accepted connections (no sock:inet_sock_set_state probe, the costliest per request): listener wakeups, herd factor, EAGAINs and absorbed wakeups as usual; no connection records, no accept latency, no peer. Needs sk_data_ready (Linux 6.3+).")] = False,
 ) -> None:
     """Record every wakeup of the target's threads, with its cause and outcome.
 

@@ -57,7 +57,20 @@ def tracefs_problem() -> str:
     return "tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing"
 
 
+# Features a test may hide to act out an older kernel on this one
+# (HERDTRACE_HIDE_FEATURES=sock:sk_data_ready,ringbuf,raw_sched,...): tracepoint names,
+# and "ringbuf" (5.8), "raw_sched" (sched_switch's prev_state as a raw tracepoint,
+# 5.18), "raw_net" (BTF offsets of struct sock), "recursion_misses" (5.12).
+HIDE_ENV = "HERDTRACE_HIDE_FEATURES"
+
+
+def hidden(feature: str) -> bool:
+    return feature in {f.strip() for f in os.environ.get(HIDE_ENV, "").split(",") if f.strip()}
+
+
 def tracepoint_exists(name: str, root: Path | None = None) -> bool:
+    if hidden(name):
+        return False
     root = root or tracefs_root()
     if root is None:
         return False
@@ -155,6 +168,62 @@ def pid_max() -> int:
         return int(Path("/proc/sys/kernel/pid_max").read_text())
     except (OSError, ValueError):
         return 4194304  # the largest Linux allows
+
+
+_BPF_MAP_CREATE = 0
+_BPF_MAP_TYPE_RINGBUF = 27
+
+
+def ringbuf_available() -> bool:
+    """Whether the kernel creates a BPF ring buffer map (Linux 5.8+, or a distribution
+    kernel that carries it): asked of the kernel, not read off its release. Without
+    the privilege to ask, assumed present (the privilege check speaks first)."""
+    if hidden("ringbuf"):
+        return False
+    nr = SYS_BPF.get(platform.machine())
+    if nr is None:
+        return True
+    attr = (ctypes.c_uint32 * 32)(_BPF_MAP_TYPE_RINGBUF, 0, 0, os.sysconf("SC_PAGE_SIZE"))
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(nr, _BPF_MAP_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd >= 0:
+        os.close(fd)
+        return True
+    return ctypes.get_errno() in (errno.EPERM, errno.EACCES)
+
+
+def kernel_features() -> dict[str, str]:
+    """What this kernel gives the probes and how herdtrace makes up for what it lacks:
+    doctor prints it, every recording's metadata keeps it."""
+    from herdtrace.probes import program  # the raw-tracepoint test needs the BTF reader
+
+    flags: list[str] = []
+    raw_sched, raw_net = program.raw_flags(flags)
+    out = {
+        "sk_data_ready": ("present: the socket that became readable decides each wakeup's cause"
+                          if tracepoint_exists("sock:sk_data_ready") else
+                          "absent (Linux < 6.3): listener wakeups from the connection-state rule "
+                          "(a child established on a traced listener, then the same task's "
+                          "wakings on that CPU); record --no-connections unavailable"),
+        "raw_sched": ("raw tracepoints for sched_waking and sched_switch (BTF offsets)" if raw_sched
+                      else "classic sched tracepoints (no BTF, or sched_switch without prev_state "
+                           "before Linux 5.18): each switch costs a copy of its fields"),
+        "raw_net": ("raw tracepoints for the socket probes (BTF offsets of struct sock)" if raw_net
+                    else "classic socket tracepoints: a listener is told by a time bound"),
+        "epoll_pwait2": ("traced" if tracepoint_exists("syscalls:sys_enter_epoll_pwait2")
+                         else "absent (Linux < 5.11): not traced, no server can call it"),
+        "probe_misses": ("counted (recursion_misses)" if recursion_misses_reported()
+                         else "not counted (Linux < 5.12): probe misses show as unknown"),
+        "ringbuf": "present" if ringbuf_available() else "absent (Linux < 5.8): cannot record",
+    }
+    return out
+
+
+def recursion_misses_reported() -> bool:
+    if hidden("recursion_misses"):
+        return False
+    release = re.match(r"(\d+)\.(\d+)", platform.release())
+    return release is None or (int(release[1]), int(release[2])) >= (5, 12)
 
 
 def kprobes_available() -> bool:

@@ -101,6 +101,9 @@ def check_max_conns(n: int) -> None:
 
 
 def plan(options: ProbeOptions) -> ProbePlan:
+    if not features.ringbuf_available():
+        raise HerdtraceError("this kernel has no BPF ring buffer (Linux 5.8+), which the probes "
+                             "need: record, top and the exporter cannot run here")
     check_ringbuf_pages(options.ringbuf_pages)
     check_max_conns(options.max_conns)
     if features.tracefs_root() is None:
@@ -177,7 +180,7 @@ def check_without_connections(options: ProbeOptions, attribution: str, raw_net: 
                              "--cause-basis conn-state and --cross-check-causes")
     if attribution != "sk_data_ready":
         raise HerdtraceError("--no-connections needs tracepoint sock:sk_data_ready "
-                             "(Linux 6.6+), which this kernel lacks")
+                             "(Linux 6.3+), which this kernel lacks")
     if not raw_net:
         raise HerdtraceError("--no-connections reads a socket's state at offsets from the "
                              "kernel's BTF (/sys/kernel/btf/vmlinux), which is not usable "
@@ -198,11 +201,13 @@ def raw_flags(cflags: list[str]) -> tuple[bool, bool]:
         offsets = btf.task_offsets(kernel)
     except btf.BtfError:
         return False, False
-    raw_sched = all(kernel.raw_tracepoint_args(n) == k for n, k in RAW_SCHED_ARGS.items())
+    raw_sched = not features.hidden("raw_sched") and all(
+        kernel.raw_tracepoint_args(n) == k for n, k in RAW_SCHED_ARGS.items())
     if raw_sched:
         cflags.append("-DRAW_SCHED")
         cflags.extend(f"-D{name}={value}" for name, value in offsets.items())
-    raw_net = all(kernel.raw_tracepoint_args(n) == k for n, k in RAW_NET_ARGS.items())
+    raw_net = not features.hidden("raw_net") and all(
+        kernel.raw_tracepoint_args(n) == k for n, k in RAW_NET_ARGS.items())
     if raw_net:
         try:
             sock = btf.sock_offsets(kernel)

@@ -65,7 +65,8 @@ def prog_stats(fd: int) -> ProgStats:
     if _libc.syscall(nr, _BPF_OBJ_GET_INFO_BY_FD, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    have_misses = attr.info_len >= _ProgInfo.recursion_misses.offset + 8
+    have_misses = (attr.info_len >= _ProgInfo.recursion_misses.offset + 8
+                   and "recursion_misses" not in os.environ.get("HERDTRACE_HIDE_FEATURES", ""))
     return ProgStats(int(info.run_cnt), int(info.run_time_ns),
                      int(info.recursion_misses) if have_misses else None)
 

@@ -126,7 +126,7 @@ def test_herd_factor_on_real_servers(tmp_path: Path, name: str) -> None:
 @pytest.mark.parametrize("name", list(SERVERS))
 def test_conn_state_rule_classifies_like_sk_data_ready(tmp_path: Path, name: str) -> None:
     """Every wakeup carries both verdicts: the sk_data_ready cause and what the
-    connection-state rule (the fallback for kernels before 6.6) would say."""
+    connection-state rule (the fallback for kernels before 6.3) would say."""
     factory, _, _ = SERVERS[name]
     rec, _ = record_beside_bpftrace(tmp_path, factory, REQUESTS, extra=("--cross-check-causes",))
     w = rec.wakeups

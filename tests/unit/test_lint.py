@@ -14,7 +14,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_clean() -> None:
-    proc = run("ruff", "check", "herdtrace", "tests", "benchmarks")
+    proc = run("ruff", "check", "herdtrace", "tests", "benchmarks", "scripts")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
