@@ -106,13 +106,13 @@ def check_ringbuf() -> Check:
 
 def check_sk_data_ready() -> Check:
     """Absent, listener wakeups still come from the connection-state rule: no fix needed."""
-    return Check("sock:sk_data_ready", OK, features.kernel_features()["sk_data_ready"],
+    return Check("sock:sk_data_ready", OK, program.kernel_features()["sk_data_ready"],
                  required=False)
 
 
 def check_kernel_features() -> Check:
     """The rest of what this kernel gives, and how herdtrace makes up for what it lacks."""
-    have = features.kernel_features()
+    have = program.kernel_features()
     detail = "; ".join(f"{k}: {v}" for k, v in have.items() if k not in ("sk_data_ready", "ringbuf"))
     return Check("kernel features", OK, detail, required=False)
 

@@ -284,14 +284,20 @@ def refined_cause(cause: np.ndarray, outcome: np.ndarray, ret: np.ndarray, ret_t
                   call: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's cause, where analysis knows better: a poll/select/epoll wait
     that returned 0 timed out, so a wakeup the kernel could not place (`other`,
-    `unknown`, or a schema-1 recording's 0) was its timer. Returns the causes (a
-    copy) and which wakeups timed out. Enum values in, enum values out."""
+    `unknown`, or a schema-1 recording's 0) was its timer, and so was one the
+    kernel tied to a socket or a connection: had that socket woken the wait, the
+    wait would have returned it (the tie was the waker's coincidence: a task that
+    had just made some socket readable when the timer fired on its CPU). A
+    listener's stays: another worker may have taken the connection as the timeout
+    ran out. Returns the causes (a copy) and which wakeups timed out. Enum values
+    in, enum values out."""
     cause = cause.copy()
     cause[cause == Cause.NONE] = Cause.UNKNOWN
     timed_out = ((outcome != Outcome.ABSORBED) & (outcome != Outcome.UNRESOLVED)
                  & (ret == 0) & (ret_ts > 0)
                  & (call != WaitCall.ACCEPT) & (call != WaitCall.ACCEPT4)
-                 & ((cause == Cause.OTHER) | (cause == Cause.UNKNOWN)))
+                 & ((cause == Cause.OTHER) | (cause == Cause.UNKNOWN)
+                    | (cause == Cause.SOCKET) | (cause == Cause.CONNECTION)))
     cause[timed_out] = Cause.TIMER
     return cause, timed_out
 

@@ -30,7 +30,7 @@ from herdtrace.collectors.session import (
 from herdtrace.collectors.threads import ThreadTable
 from herdtrace.errors import HerdtraceError
 from herdtrace.metadata import RecordingMeta
-from herdtrace.probes import features, program, progstats
+from herdtrace.probes import program, progstats
 from herdtrace.schema import (
     COUNTERS,
     EVENT_DTYPE,
@@ -408,7 +408,7 @@ class Recorder:
             probes=self.plan.methods if self.plan else {},
             attribution=self.plan.attribution if self.plan else None,
             cpu_time="sched_switch",
-            kernel_features=features.kernel_features(),
+            kernel_features=program.kernel_features(),
             probe_options={k: v for k, v in asdict(opts.probe).items() if k != "sk_key"},
             ringbuf_bytes=opts.probe.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"),
             lost_events=sum(counters["lost_events"]),

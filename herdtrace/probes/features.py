@@ -192,33 +192,6 @@ def ringbuf_available() -> bool:
     return ctypes.get_errno() in (errno.EPERM, errno.EACCES)
 
 
-def kernel_features() -> dict[str, str]:
-    """What this kernel gives the probes and how herdtrace makes up for what it lacks:
-    doctor prints it, every recording's metadata keeps it."""
-    from herdtrace.probes import program  # the raw-tracepoint test needs the BTF reader
-
-    flags: list[str] = []
-    raw_sched, raw_net = program.raw_flags(flags)
-    out = {
-        "sk_data_ready": ("present: the socket that became readable decides each wakeup's cause"
-                          if tracepoint_exists("sock:sk_data_ready") else
-                          "absent (Linux < 6.3): listener wakeups from the connection-state rule "
-                          "(a child established on a traced listener, then the same task's "
-                          "wakings on that CPU); record --no-connections unavailable"),
-        "raw_sched": ("raw tracepoints for sched_waking and sched_switch (BTF offsets)" if raw_sched
-                      else "classic sched tracepoints (no BTF, or sched_switch without prev_state "
-                           "before Linux 5.18): each switch costs a copy of its fields"),
-        "raw_net": ("raw tracepoints for the socket probes (BTF offsets of struct sock)" if raw_net
-                    else "classic socket tracepoints: a listener is told by a time bound"),
-        "epoll_pwait2": ("traced" if tracepoint_exists("syscalls:sys_enter_epoll_pwait2")
-                         else "absent (Linux < 5.11): not traced, no server can call it"),
-        "probe_misses": ("counted (recursion_misses)" if recursion_misses_reported()
-                         else "not counted (Linux < 5.12): probe misses show as unknown"),
-        "ringbuf": "present" if ringbuf_available() else "absent (Linux < 5.8): cannot record",
-    }
-    return out
-
-
 def recursion_misses_reported() -> bool:
     if hidden("recursion_misses"):
         return False

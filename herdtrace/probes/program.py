@@ -206,8 +206,12 @@ def raw_flags(cflags: list[str]) -> tuple[bool, bool]:
     if raw_sched:
         cflags.append("-DRAW_SCHED")
         cflags.extend(f"-D{name}={value}" for name, value in offsets.items())
+    # sk_data_ready is checked only where the kernel has it (6.3+): before, the
+    # other socket probes are raw all the same.
+    net_args = {n: k for n, k in RAW_NET_ARGS.items()
+                if n != "sk_data_ready" or features.tracepoint_exists("sock:sk_data_ready")}
     raw_net = not features.hidden("raw_net") and all(
-        kernel.raw_tracepoint_args(n) == k for n, k in RAW_NET_ARGS.items())
+        kernel.raw_tracepoint_args(n) == k for n, k in net_args.items())
     if raw_net:
         try:
             sock = btf.sock_offsets(kernel)
@@ -217,6 +221,32 @@ def raw_flags(cflags: list[str]) -> tuple[bool, bool]:
             cflags.append("-DRAW_NET")
             cflags.extend(f"-D{name}={value}" for name, value in sock.items())
     return raw_sched, raw_net
+
+
+def kernel_features() -> dict[str, str]:
+    """What this kernel gives the probes and how herdtrace makes up for what it lacks:
+    doctor prints it, every recording's metadata keeps it."""
+    flags: list[str] = []
+    raw_sched, raw_net = raw_flags(flags)
+    out = {
+        "sk_data_ready": ("present: the socket that became readable decides each wakeup's cause"
+                          if features.tracepoint_exists("sock:sk_data_ready") else
+                          "absent (Linux < 6.3): listener wakeups from the connection-state rule "
+                          "(a child established on a traced listener, then the same task's "
+                          "wakings on that CPU); record --no-connections unavailable"),
+        "raw_sched": ("raw tracepoints for sched_waking and sched_switch (BTF offsets)" if raw_sched
+                      else "classic sched tracepoints (no BTF, or sched_switch without prev_state "
+                           "before Linux 5.18): each switch costs a copy of its fields"),
+        "raw_net": ("raw tracepoints for the socket probes (BTF offsets of struct sock)" if raw_net
+                    else "classic socket tracepoints: a listener is told by a time bound"),
+        "epoll_pwait2": ("traced" if features.tracepoint_exists("syscalls:sys_enter_epoll_pwait2")
+                         else "absent (Linux < 5.11): not traced, no server can call it"),
+        "probe_misses": ("counted (recursion_misses)" if features.recursion_misses_reported()
+                         else "not counted (Linux < 5.12): probe misses show as unknown"),
+        "ringbuf": "present" if features.ringbuf_available() else "absent (Linux < 5.8): cannot record",
+    }
+    return out
+
 
 
 def source_text(probe_plan: ProbePlan) -> str:
