@@ -49,6 +49,7 @@ class AggregateWatcher(Watcher):
                                     pids=opts.pids, probe=opts.probe), on_interval or (lambda _: None))
         self.reports = on_interval is not None  # `top`: a line per listener each interval
         self.previous: Snapshot | None = None
+        self.attached = False
         self.exporter = opts
         self.lock = threading.Lock()  # scrapes come from the HTTP server's threads
         self.port_seen: dict[int, float] = {}  # counted port -> when last held by a listener
@@ -61,7 +62,15 @@ class AggregateWatcher(Watcher):
     def _discover(self, now_ns: int) -> list[Any]:
         # Forget processes that are gone: a reused pid is a new server to trace.
         self.traced_pids = {p for p in self.traced_pids if procfs.is_alive(p)}
-        return super()._discover(now_ns)
+        added = super()._discover(now_ns)
+        # Only the first (the ready line counts them): top's watcher keeps every thread
+        # it found and a THREAD record of each, which no one reads here and which grew
+        # with every server that came and went.
+        first, self.attached = not self.attached, True
+        return added if first else []
+
+    def _write(self, ev: Any) -> None:
+        """Nothing is recorded while counting."""
 
     def _wanted(self, listener: listeners.Listener) -> bool:
         # Its own /metrics socket is no server to watch.
