@@ -33,7 +33,7 @@ WIDTH = len(LISTENER_FIELDS) + WOKEN_BUCKETS + LATENCY_BUCKETS + CALLS
 
 @dataclass(frozen=True)
 class ExporterOptions:
-    interval_s: float = 1.0  # how often the maps are read into a snapshot
+    interval_s: float = 1.0  # how often new listeners are looked for (and top reports)
     ports: tuple[int, ...] = ()
     pids: tuple[int, ...] = ()
     comms: tuple[str, ...] = ()
@@ -109,7 +109,7 @@ class AggregateWatcher(Watcher):
             listeners=live.rows(shown, before, elapsed)))
 
     def _listener_totals(self) -> dict[int, list[int]]:
-        """by_listener summed over CPUs: port -> fields, then the two histograms."""
+        """by_listener summed over CPUs: port -> its fields, then its three arrays."""
         out: dict[int, list[int]] = {}
         for key, per_cpu in self.bpf[b"by_listener"].items():
             total = [0] * WIDTH
