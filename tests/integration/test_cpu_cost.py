@@ -6,6 +6,7 @@ on-CPU time per connection is read from schedstat around each load."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from herdtrace.workloads.server import ServerOptions
 
 K = 1000
 MODES = ("epoll-shared", "epoll-exclusive")
+UNTRACED_ROUNDS = 3  # untraced CPU per connection swings 20-30% run to run here
 
 
 def served(mode: str, out: Path | None) -> tuple[float, metrics.Summary | None]:
@@ -44,12 +46,15 @@ def served(mode: str, out: Path | None) -> tuple[float, metrics.Summary | None]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[float, float, metrics.Summary]]:
     tmp = tmp_path_factory.mktemp("cpu")
+    untraced: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for _ in range(UNTRACED_ROUNDS):  # interleaved: a slow spell of the VM hits both
+        for mode in MODES:
+            untraced[mode].append(served(mode, None)[0])
     out = {}
     for mode in MODES:
-        untraced, _ = served(mode, None)
         traced, summary = served(mode, tmp / f"{mode}.parquet")
         assert summary is not None
-        out[mode] = (untraced, traced, summary)
+        out[mode] = (statistics.median(untraced[mode]), traced, summary)
     return out
 
 
@@ -62,7 +67,9 @@ def test_wakeups_carry_most_of_the_servers_run_time(runs: dict) -> None:
         share = s.cpu_us_per_connection / traced
         print(f"{mode}: schedstat {traced:.1f} us/conn, wakeups' cpu_ns {s.cpu_us_per_connection:.1f}"
               f" ({share:.2f})")
-        assert 0.75 <= share <= 1.02, mode  # seen: 0.84-0.90 herd, 0.95-0.97 wake-one
+        # Seen: 0.84-0.91 herd, 0.95-0.97 wake-one; up to 1.06 when the host was busy:
+        # the wakeup's clock runs on while the vCPU is stolen, schedstat's does not.
+        assert 0.75 <= share <= 1.10, mode
 
 
 def test_wasted_cpu_prices_the_herd_not_wake_one(runs: dict) -> None:
