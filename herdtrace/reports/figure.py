@@ -37,10 +37,12 @@ def herd_factor_panel(ax: Axes, views: list[LabelView]) -> None:
     values = [v.summary.herd_factor or 0.0 for v in views]
     labels = [v.label + ("" if v.summary.herd_factor_basis == "listener" else "\n(all wakeups)")
               for v in views]
-    bars = ax.bar(labels, values, color="#457b9d", label="listener wakeups / accept")
+    bars = ax.bar(labels, values, color="#457b9d", label="listener wakeups / accept; inside: wasted µs/conn")
+    ax.bar_label(bars, fmt="%.2f")
     wasted = [v.summary.wasted_cpu_us_per_connection for v in views]
-    ax.bar_label(bars, labels=[f"{h:.2f}" + ("" if w is None else f"\n{w:.1f} µs wasted/conn")
-                               for h, w in zip(values, wasted, strict=True)])
+    if any(w is not None for w in wasted):
+        ax.bar_label(bars, labels=["" if w is None else f"{w:.1f} µs" for w in wasted],
+                     label_type="center", rotation=90, fontsize="x-small", color="white")
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="wake-one ideal (1.0)")
     ax.set_ylabel("listener wakeups per accepted connection")
     ax.set_ylim(0, max([*values, 1.0]) * 1.3)
@@ -157,11 +159,26 @@ def report_figure(views: list[LabelView]) -> Figure:
     for ax in flat[:2]:
         ax.tick_params(axis="x", rotation=20)
     fig.suptitle("herdtrace: thundering-herd report", fontsize="x-large", y=0.995)
-    verdicts = "\n".join(f"{v.label}: {v.verdict.text}" for v in views)
+    verdicts = "\n".join(f"{v.label}: {headline(v)}" for v in views)
     fig.text(0.5, 0.955, verdicts, ha="center", va="top", fontsize="medium")
     fig.text(0.5, 0.01, footer(views), ha="center", fontsize="small", color="#444444")
     fig.tight_layout(rect=(0, 0.03, 1, 0.95 - 0.018 * len(views)))
     return fig
+
+
+def headline(v: LabelView) -> str:
+    """The verdict in a line that fits the figure: herd or not, and its price (the
+    full sentence and the fixes are analyze's)."""
+    s, verdict = v.summary, v.verdict
+    woken = s.threads_woken_per_connection
+    parts = [{"herd": "herd", "no-herd": "no herd"}.get(verdict.level, "not judged")]
+    if woken is not None:
+        parts.append(f"{woken:.2f} threads woken per connection")
+    if s.wasted_cpu_us_per_connection is not None and verdict.level == "herd":
+        parts.append(f"{s.wasted_cpu_us_per_connection:.1f} µs of CPU wasted per connection")
+    if verdict.saturated:
+        parts.append("saturated")
+    return ", ".join(parts)
 
 
 FORMATS = (".png", ".svg", ".pdf")
