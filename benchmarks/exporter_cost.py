@@ -72,8 +72,12 @@ def one(kind: type[tracers.Tracer], target: str, seconds: float) -> dict[str, fl
         stop.set()
         tracer.stop()
     own = [pid for pid in after if pid not in existing]
-    per_program = {after[p][0]: (after[p][2] - before.get(p, ("", 0, 0))[2]) / max(done, 1)
-                   for p in own}
+    # Summed by program id: names are cut to 15 characters and several share one.
+    per_program: dict[str, float] = {}
+    for p in own:
+        name = after[p][0]
+        per_program[name] = per_program.get(name, 0.0) + (
+            after[p][2] - before.get(p, ("", 0, 0))[2]) / max(done, 1)
     return {"conn_per_s": done / took, "bpf_ns_per_conn": sum(per_program.values()),
             "user_cores": (tracer.cpu_s or 0.0) / took,
             **{f"ns/conn {name}": ns for name, ns in per_program.items()}}
@@ -120,7 +124,7 @@ def report(results: dict[str, dict[str, list[float]]]) -> None:
             progs = sorted(((k[8:], statistics.median(v)) for k, v in r.items()
                             if k.startswith("ns/conn ")), key=lambda kv: -kv[1])
             print(f"  {label} per program, ns/conn: " +
-                  ", ".join(f"{name} {ns:.0f}" for name, ns in progs))
+                  ", ".join(f"{name} {ns:.0f}" for name, ns in progs if ns >= 0.5))
 
 
 def scrape(port: int) -> dict[str, float]:
