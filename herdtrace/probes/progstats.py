@@ -13,6 +13,8 @@ import os
 import platform
 from dataclasses import dataclass
 
+from herdtrace.probes.features import hidden
+
 _BPF_OBJ_GET_INFO_BY_FD = 15
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
 
@@ -66,7 +68,7 @@ def prog_stats(fd: int) -> ProgStats:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     have_misses = (attr.info_len >= _ProgInfo.recursion_misses.offset + 8
-                   and "recursion_misses" not in os.environ.get("HERDTRACE_HIDE_FEATURES", ""))
+                   and not hidden("recursion_misses"))
     return ProgStats(int(info.run_cnt), int(info.run_time_ns),
                      int(info.recursion_misses) if have_misses else None)
 
