@@ -4,8 +4,9 @@ the plain word where a server has no setting.
 
 A "setting" row is printed only with its proofs: names of scenarios in
 tests/integration/test_server_fixes.py that starts the real server with the herd,
-then with the setting, and shows the herd gone and the wasted CPU lower. A unit test
-holds every setting row to that.
+then with the setting, and shows the herd gone and the wasted CPU lower. A "none"
+row's proofs are those of the workaround it names (the same app moved to a server
+whose setting removes the herd). A unit test holds every row to its scenarios.
 """
 
 from __future__ import annotations
@@ -60,12 +61,18 @@ def holds_for(fix: Fix, server: dict[str, Any]) -> bool:
     return all(details.get(k) in allowed for k, allowed in fix.when.items())
 
 
+# gunicorn worker classes `--reuse-port` is proven on (27.0.1: eventlet's is gone).
+GUNICORN_PROVEN_WORKERS = ("sync", "gthread", "gevent", "tornado", "asgi",
+                           "uvicorn.workers.UvicornWorker")
+
 SERVER_FIXES: tuple[Fix, ...] = (
     Fix(SETTING, "gunicorn: start it with `--reuse-port` (`reuse_port = True` in its config): "
         "since 24.0 every worker opens its own listening socket with SO_REUSEPORT, and the "
         "kernel hands each connection to one of them", server="gunicorn", since="24.0.0",
-        when={"worker_class": ("sync", "gthread")},
-        proofs=("gunicorn-reuse-port", "gunicorn-gthread-reuse-port")),
+        when={"worker_class": GUNICORN_PROVEN_WORKERS},
+        proofs=("gunicorn-reuse-port", "gunicorn-gthread-reuse-port", "gunicorn-gevent-reuse-port",
+                "gunicorn-tornado-reuse-port", "gunicorn-asgi-reuse-port",
+                "gunicorn-uvicorn-worker-reuse-port")),
     Fix(NONE, "gunicorn before 24.0 has no setting that removes it: every worker waits on the "
         "one socket the master opened (--reuse-port only sets the flag on it). Upgrade to "
         "24.0+ and start it with `--reuse-port`; until then each worker beyond the cores "
@@ -84,9 +91,17 @@ SERVER_FIXES: tuple[Fix, ...] = (
         "hand-over cost CPU of their own: compare CPU per connection before and after",
         server="node", since="0.11.2", when={"cluster": ("yes",)}, proofs=("node-cluster-rr",)),
     Fix(NONE, "uvicorn has no setting that removes it: `--workers N` share the one socket "
-        "the supervisor opened, each in its own epoll. Run fewer workers (each one beyond "
-        "the cores is one more woken per connection), or put the herd's price below against "
-        "the CPU it leaves", server="uvicorn"),
+        "the supervisor opened, each in its own epoll. Serve the same app with gunicorn 24+ "
+        "and uvicorn's worker, `gunicorn -k uvicorn.workers.UvicornWorker --reuse-port -w N "
+        "app:app`, where each worker opens its own socket; or run fewer workers (each one "
+        "beyond the cores is one more woken per connection) and weigh the price below",
+        server="uvicorn", proofs=("uvicorn-to-gunicorn-uvicorn-worker",)),
+    Fix(NONE, "hypercorn has no setting that removes it: with `--workers N` the parent opens "
+        "one listening socket (its SO_REUSEPORT flag does not split it) and every worker's "
+        "event loop polls it. Serve the same ASGI app with gunicorn 24+, `gunicorn -k asgi "
+        "--reuse-port -w N app:app`, where each worker opens its own socket; or run fewer "
+        "workers and weigh the price below", server="hypercorn",
+        proofs=("hypercorn-to-gunicorn-asgi",)),
 )
 
 def server_fixes(server: dict[str, Any] | None) -> list[Fix]:

@@ -126,8 +126,8 @@ def _details(name: str, pids: list[int], argv: list[str]) -> dict[str, str]:
     elif name == "haproxy":
         with contextlib.suppress(OSError):
             details["threads"] = str(len(list(Path(f"/proc/{main}/task").iterdir())))
-    elif name == "uvicorn":
-        details["workers"] = option(argv, "--workers") or "1"
+    elif name in ("uvicorn", "hypercorn", "granian"):
+        details["workers"] = option(argv, "--workers", "-w") or "1"
     return details
 
 

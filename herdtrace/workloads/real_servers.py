@@ -185,18 +185,24 @@ def python_tool(name: str) -> str | None:
     return str(here) if here.exists() else shutil.which(name)
 
 
+# gunicorn worker classes that serve a WSGI app (the rest, asgi and uvicorn's, an ASGI one).
+WSGI_WORKERS = ("sync", "gthread", "gevent", "tornado")
+
+
 def gunicorn(workdir: Path, workers: int = 4, worker_class: str = "sync", reuse_port: bool = False,
              port: int | None = None) -> contextlib.AbstractContextManager[RunningServer]:
-    """gunicorn's workers (sync: each waits in select() on the shared listener).
+    """gunicorn's workers (sync: each waits in select() on the shared listener; an
+    asgi or uvicorn worker class serves the ASGI app).
     `reuse_port`: --reuse-port, which since 24.0 opens a listening socket per worker.
     `port`: a given one (a server restarted on its port), else a free one."""
     port = port or free_port()
     exe = python_tool("gunicorn")
     if exe is None:
         raise HerdtraceError("gunicorn is not installed (make setup installs it)")
+    app = "herd_app:wsgi" if worker_class in WSGI_WORKERS else "herd_app:asgi"
     argv = [exe, "--workers", str(workers), "--worker-class", worker_class, "--bind",
             f"127.0.0.1:{port}", "--chdir", str(_app(workdir)),
-            *(["--reuse-port"] if reuse_port else []), "herd_app:wsgi"]
+            *(["--reuse-port"] if reuse_port else []), app]
     name = f"gunicorn {worker_class}" + (" --reuse-port" if reuse_port else "")
     return _foreground(name, argv, port, workers, signal.SIGTERM)
 
@@ -210,6 +216,32 @@ def uvicorn(workdir: Path, workers: int = 4) -> contextlib.AbstractContextManage
     argv = [exe, "--workers", str(workers), "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", "--app-dir", str(_app(workdir)), "herd_app:asgi"]
     return _foreground("uvicorn --workers", argv, port, workers, signal.SIGTERM)
+
+
+def hypercorn(workdir: Path, workers: int = 4) -> contextlib.AbstractContextManager[RunningServer]:
+    """hypercorn --workers: the parent opens the listener and spawns the workers, each
+    an asyncio loop polling that one socket with epoll."""
+    port = free_port()
+    exe = python_tool("hypercorn")
+    if exe is None:
+        raise HerdtraceError("hypercorn is not installed (make setup installs it)")
+    argv = [exe, "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+            "herd_app:asgi"]
+    return _foreground("hypercorn --workers", argv, port, workers, signal.SIGTERM,
+                       cwd=_app(workdir))
+
+
+def granian(workdir: Path, workers: int = 4) -> contextlib.AbstractContextManager[RunningServer]:
+    """granian --workers (its Rust runtime, one thread each): the parent opens the
+    listener and every worker's event loop polls that one socket."""
+    port = free_port()
+    exe = python_tool("granian")
+    if exe is None:
+        raise HerdtraceError("granian is not installed (make setup installs it)")
+    argv = [exe, "--interface", "asgi", "--workers", str(workers), "--runtime-threads", "1",
+            "--host", "127.0.0.1", "--port", str(port), "--no-ws", "--working-dir",
+            str(_app(workdir)), "herd_app:asgi"]
+    return _foreground("granian --workers", argv, port, workers, signal.SIGTERM)
 
 
 def node_cluster(workdir: Path, workers: int = 4,

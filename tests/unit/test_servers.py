@@ -11,6 +11,8 @@ def test_python_servers_by_script_or_module() -> None:
     assert servers.python_server(["/v/bin/python", "/v/bin/gunicorn", "-w", "4", "app:wsgi"]) == "gunicorn"
     assert servers.python_server(["python3", "-m", "uvicorn", "app:asgi"]) == "uvicorn"
     assert servers.python_server(["python3", "/usr/bin/waitress-serve", "app:wsgi"]) == "waitress"
+    assert servers.python_server(["/v/bin/python", "/v/bin/hypercorn", "-w", "4", "app:asgi"]) == "hypercorn"
+    assert servers.python_server(["/v/bin/python", "/v/bin/granian", "--interface", "asgi"]) == "granian"
     assert servers.python_server(["python3", "-m", "http.server"]) is None
     assert servers.python_server(["python3", "app.py"]) is None
 
