@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from herdtrace.analysis import load
@@ -85,6 +86,25 @@ def test_a_version_without_the_setting_is_told_so(tmp_path: Path) -> None:
     assert v.fixes[0].kind == "none"
     assert v.fixes[0].text.startswith("gunicorn before 24.0 has no setting that removes it")
     assert all(f.kind != "setting" for f in v.fixes)
+
+
+@pytest.mark.parametrize("worker_class", ["gthread", "gevent", "tornado", "asgi",
+                                          "uvicorn.workers.UvicornWorker"])
+def test_every_proven_worker_class_gets_the_setting(tmp_path: Path, worker_class: str) -> None:
+    v = verdict_of(herd("gunicorn", WaitCall.EPOLL_WAIT), tmp_path,
+                   target={"server": gunicorn("27.0.1", worker_class)})
+    assert v.fixes[0].kind == "setting" and "--reuse-port" in v.fixes[0].text
+
+
+@pytest.mark.parametrize("name", ["uvicorn", "hypercorn"])
+def test_a_server_without_a_setting_gets_the_proven_workaround(tmp_path: Path, name: str) -> None:
+    server = {"name": name, "version": "0.18.0", "details": {"processes": "5", "workers": "4"}}
+    v = verdict_of(herd(name, WaitCall.EPOLL_WAIT), tmp_path, target={"server": server})
+    none = v.fixes[0]
+    assert none.kind == "none" and none.text.startswith(f"{name} has no setting that removes it")
+    assert "--reuse-port" in none.text and none.to_json()["proven_by"]
+    assert [f.kind for f in v.fixes[1:]] == ["mechanism"] * (len(v.fixes) - 1)
+    assert "no setting known" not in v.text
 
 
 def test_a_worker_class_the_proof_did_not_cover_gets_no_setting(tmp_path: Path) -> None:
