@@ -39,7 +39,19 @@ OPTIONAL_TRACEPOINTS: tuple[str, ...] = (
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
 CAP_BPF = 39
-SYS_BPF = {"x86_64": 321, "aarch64": 280}
+SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
+_libc = ctypes.CDLL(None, use_errno=True)
+_BPF_MAP_CREATE = 0
+_BPF_MAP_TYPE_RINGBUF = 27
+
+
+def bpf(cmd: int, attr: object, size: int) -> tuple[int, int] | None:
+    """bpf(2) itself: its return value and errno, None where its number is unknown."""
+    nr = SYS_BPF.get(platform.machine())
+    if nr is None:
+        return None
+    ret = int(_libc.syscall(nr, cmd, attr, size))
+    return ret, ctypes.get_errno() if ret < 0 else 0
 
 
 def tracefs_root() -> Path | None:
@@ -127,16 +139,13 @@ def privilege_problem() -> PrivilegeProblem | None:
 
 def bpf_syscall_errno() -> int:
     """Call bpf(BPF_MAP_CREATE) with an empty attribute: EINVAL means the syscall exists."""
-    nr = SYS_BPF.get(platform.machine())
-    if nr is None:
+    done = bpf(_BPF_MAP_CREATE, ctypes.create_string_buffer(128), 0)
+    if done is None:
         return errno.ENOSYS
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = ctypes.create_string_buffer(128)
-    fd = libc.syscall(nr, 0, attr, 0)
+    fd, err = done
     if fd >= 0:
         os.close(fd)
-        return 0
-    return ctypes.get_errno()
+    return err
 
 
 @dataclass(frozen=True)
@@ -170,26 +179,21 @@ def pid_max() -> int:
         return 4194304  # the largest Linux allows
 
 
-_BPF_MAP_CREATE = 0
-_BPF_MAP_TYPE_RINGBUF = 27
-
-
 def ringbuf_available() -> bool:
     """Whether the kernel creates a BPF ring buffer map (Linux 5.8+, or a distribution
     kernel that carries it): asked of the kernel, not read off its release. Without
     the privilege to ask, assumed present (the privilege check speaks first)."""
     if hidden("ringbuf"):
         return False
-    nr = SYS_BPF.get(platform.machine())
-    if nr is None:
-        return True
     attr = (ctypes.c_uint32 * 32)(_BPF_MAP_TYPE_RINGBUF, 0, 0, os.sysconf("SC_PAGE_SIZE"))
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(nr, _BPF_MAP_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    done = bpf(_BPF_MAP_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    if done is None:
+        return True
+    fd, err = done
     if fd >= 0:
         os.close(fd)
         return True
-    return ctypes.get_errno() in (errno.EPERM, errno.EACCES)
+    return err in (errno.EPERM, errno.EACCES)
 
 
 def recursion_misses_reported() -> bool:

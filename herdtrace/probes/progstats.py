@@ -13,10 +13,9 @@ import os
 import platform
 from dataclasses import dataclass
 
-from herdtrace.probes.features import hidden
+from herdtrace.probes.features import bpf, hidden
 
 _BPF_OBJ_GET_INFO_BY_FD = 15
-_NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
 
 
 class _ProgInfo(ctypes.Structure):
@@ -55,17 +54,14 @@ class ProgStats:
     recursion_misses: int | None  # None: the kernel does not report it (< 5.12)
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 def prog_stats(fd: int) -> ProgStats:
-    nr = _NR_BPF.get(platform.machine())
-    if nr is None:
-        raise OSError(f"bpf(2) syscall number unknown on {platform.machine()}")
     info = _ProgInfo()
     attr = _InfoAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
-    if _libc.syscall(nr, _BPF_OBJ_GET_INFO_BY_FD, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
-        err = ctypes.get_errno()
+    done = bpf(_BPF_OBJ_GET_INFO_BY_FD, ctypes.byref(attr), ctypes.sizeof(attr))
+    if done is None:
+        raise OSError(f"bpf(2) syscall number unknown on {platform.machine()}")
+    ret, err = done
+    if ret != 0:
         raise OSError(err, os.strerror(err))
     have_misses = (attr.info_len >= _ProgInfo.recursion_misses.offset + 8
                    and not hidden("recursion_misses"))
@@ -93,9 +89,6 @@ def enable_run_time_stats() -> int | None:
     """Have the kernel count every BPF program's runs and run time while the returned
     fd stays open (BPF_ENABLE_STATS, Linux 5.8+), without touching the sysctl that
     others may own. None where the kernel refuses."""
-    nr = _NR_BPF.get(platform.machine())
-    if nr is None:
-        return None
     attr = ctypes.c_uint32(_BPF_STATS_RUN_TIME)
-    fd = _libc.syscall(nr, _BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr))
-    return int(fd) if fd >= 0 else None
+    done = bpf(_BPF_ENABLE_STATS, ctypes.byref(attr), ctypes.sizeof(attr))
+    return done[0] if done is not None and done[0] >= 0 else None
