@@ -120,10 +120,13 @@ class AggregateWatcher(Watcher):
             out[int(key.value)] = total
         return out
 
-    def _accept_deltas(self, holders: dict[tuple[int, int], tuple[str, int]]) -> None:
+    def _accept_deltas(self, holders: dict[tuple[int, int], tuple[str, int]]) -> list[Any]:
         """New accepts per accepting socket since the last read, added to its
-        listener's total (kept by user space: a process that exits keeps its share)."""
+        listener's total (kept by user space: a process that exits keeps its share).
+        Returns the map's keys, read in the same pass."""
+        keys = []
         for key, per_cpu in self.bpf[b"by_accept_fd"].items():
+            keys.append(key)
             fd_key = (int(key.tgid), int(key.fd))
             listener = holders.get(fd_key)
             if listener is None:
@@ -134,6 +137,7 @@ class AggregateWatcher(Watcher):
             total[0] += now[0] - seen[0]
             total[1] += now[1] - seen[1]
             self.accept_seen[fd_key] = now
+        return keys
 
     def snapshot(self) -> Snapshot | None:
         """The counts now (None before the probes are attached, the last after)."""
@@ -145,17 +149,16 @@ class AggregateWatcher(Watcher):
     def _read(self) -> Snapshot:
         holders = {(pid, fd): (lst.addr, lst.port) for lst in self.listeners
                    for pid, fd in lst.holders}
-        self._accept_deltas(holders)
+        fd_keys = self._accept_deltas(holders)
         totals = self._listener_totals()
-        fd_entries = sum(1 for _ in self.bpf[b"by_accept_fd"])
         now = time.monotonic()
         n = len(LISTENER_FIELDS)
+        w, lat = n + WOKEN_BUCKETS, n + WOKEN_BUCKETS + LATENCY_BUCKETS
         for lst in self.listeners:
             key = (lst.addr, lst.port)
             mode = self.modes.get(key) or lst.mode
             self.modes[key] = mode
             values = totals.get(lst.port, [0] * WIDTH)
-            w, lat = n + WOKEN_BUCKETS, n + WOKEN_BUCKETS + LATENCY_BUCKETS
             counts = ListenerCounts(lst.addr, lst.port, lst.comm, mode,
                                     **dict(zip(LISTENER_FIELDS, values[:n], strict=True)),
                                     woken=values[n:w], latency=values[w:lat], by_call=values[lat:],
@@ -163,7 +166,7 @@ class AggregateWatcher(Watcher):
             accepted = self.accepted.get(key, [0, 0])
             self.known[key] = (replace(counts, accepts=accepted[0], accept_eagain=accepted[1]), now)
         self._forget({k for k, (_, seen) in self.known.items() if now - seen > STALE_S},
-                     self._stale_ports(totals, now))
+                     self._stale_ports(totals, now), fd_keys)
         counters = self._counters()
         stats = self._prog_stats()
         assert self.threads is not None
@@ -174,7 +177,7 @@ class AggregateWatcher(Watcher):
             probe_misses=total_misses(self._probe_misses()),
             threads_traced=sum(1 for _ in self.threads.entries()),
             map_entries={"by_listener": len(totals),
-                         "by_accept_fd": fd_entries},
+                         "by_accept_fd": len(fd_keys)},
             bpf_run_ns={p: s.run_time_ns if self.stats_fd is not None else None
                         for p, s in stats.items()},
             bpf_run_count={p: s.run_cnt if self.stats_fd is not None else None
@@ -189,7 +192,7 @@ class AggregateWatcher(Watcher):
                 self.port_seen[port] = now
         return {p for p, seen in self.port_seen.items() if now - seen > STALE_S}
 
-    def _forget(self, gone: set[tuple[str, int]], stale_ports: set[int]) -> None:
+    def _forget(self, gone: set[tuple[str, int]], stale_ports: set[int], fd_keys: list[Any]) -> None:
         """Listeners not seen for STALE_S leave the metrics and the kernel's table (a
         later listener on the port starts from zero: a counter reset to Prometheus);
         accepting sockets of processes that exited leave theirs, their counts kept."""
@@ -202,7 +205,7 @@ class AggregateWatcher(Watcher):
             with contextlib.suppress(KeyError):
                 del table[table.Key(port)]
         fds = self.bpf[b"by_accept_fd"]
-        for key in list(fds.keys()):
+        for key in fd_keys:
             if not procfs.is_alive(int(key.tgid)):
                 with contextlib.suppress(KeyError):
                     del fds[key]
