@@ -39,24 +39,20 @@ def _labels(c: ListenerCounts) -> list[str]:
     return [c.name, c.server, c.mode or ""]
 
 
-def _latency(c: ListenerCounts) -> tuple[list[tuple[str, float]], float]:
-    buckets: list[tuple[str, float]] = []
-    running = 0
-    for b in range(LATENCY_BUCKETS - 1):
-        running += c.latency[b]
-        buckets.append((repr(2.0 ** (b + 1) / 1e9), running))
-    buckets.append(("+Inf", running + c.latency[-1]))
-    return buckets, c.latency_ns / 1e9
+# Upper bounds of every bucket but the last (+Inf): wake latency in log2 ns buckets,
+# threads woken 0..7.
+LATENCY_BOUNDS = [repr(2.0 ** (b + 1) / 1e9) for b in range(LATENCY_BUCKETS - 1)]
+WOKEN_BOUNDS = [f"{b}.0" for b in range(WOKEN_BUCKETS - 1)]
 
 
-def _woken(c: ListenerCounts) -> tuple[list[tuple[str, float]], float]:
-    buckets: list[tuple[str, float]] = []
+def _cumulative(counts: list[int], bounds: list[str]) -> list[tuple[str, float]]:
+    """Per-bucket counts as Prometheus' cumulative buckets, the last one +Inf."""
+    out: list[tuple[str, float]] = []
     running = 0
-    for b in range(WOKEN_BUCKETS - 1):
-        running += c.woken[b]
-        buckets.append((f"{b}.0", running))
-    buckets.append(("+Inf", running + c.woken[-1]))
-    return buckets, float(c.woken_sum)
+    for le, n in zip([*bounds, "+Inf"], counts, strict=True):
+        running += n
+        out.append((le, running))
+    return out
 
 
 def metrics(snap: Snapshot) -> Iterator[Metric]:
@@ -74,8 +70,8 @@ def metrics(snap: Snapshot) -> Iterator[Metric]:
         "herdtrace_threads_woken_per_connection", "Threads one new connection woke through "
         "the listener, counted in the waker's call chain.", labels=LABELS)
     for c in snap.listeners:
-        latency.add_metric(_labels(c), *_latency(c))
-        woken.add_metric(_labels(c), *_woken(c))
+        latency.add_metric(_labels(c), _cumulative(c.latency, LATENCY_BOUNDS), c.latency_ns / 1e9)
+        woken.add_metric(_labels(c), _cumulative(c.woken, WOKEN_BOUNDS), float(c.woken_sum))
     yield latency
     yield woken
     yield from own_metrics(snap)
