@@ -24,12 +24,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from benchmarks import probe_time, servers, tracers
 from herdtrace import procfs
 from herdtrace.workloads import real_servers
+from tests.integration.test_exporter import scrape_metrics as scrape
 
 CONCURRENCY = 8
 TARGETS = ("lab epoll-shared", "nginx (4 workers)")
@@ -133,13 +133,6 @@ def report(results: dict[str, dict[str, list[float]]]) -> None:
                             if k.startswith("ns/conn ")), key=lambda kv: -kv[1])
             print(f"  {label} per program, ns/conn: " +
                   ", ".join(f"{name} {ns:.0f}" for name, ns in progs if ns >= 0.5))
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return {k: float(v) for k, _, v in (line.rpartition(" ") for line in text.splitlines()
-                                         if line and not line.startswith("#"))}
 
 
 def rss_kib(pid: int) -> int:

@@ -29,6 +29,18 @@ REQUESTS = 1000
 AGREE = 0.02  # herd factor: Prometheus vs record, relative
 
 
+def scrape_metrics(port: int) -> dict[str, float]:
+    """Every sample of an exporter's /metrics, keyed by its line's name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
 class Exporter:
     """`herdtrace exporter` in the background, ready once it says it is counting."""
 
@@ -48,15 +60,7 @@ class Exporter:
         raise AssertionError(f"the exporter did not start: {self.lines}")
 
     def scrape(self) -> dict[str, float]:
-        """Every sample of /metrics, keyed by its line's name and labels."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                out[key] = float(value)
-        return out
+        return scrape_metrics(self.port)
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
