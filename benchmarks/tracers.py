@@ -167,11 +167,10 @@ class Top(_Process):
 
 
 class Exporter(_Process):
-    """herdtrace exporter narrowed to the target's listening port: in-kernel counts, no
-    records. Its port is the target's (the benchmark sets `port`)."""
+    """herdtrace exporter narrowed to the target's processes (-p): in-kernel counts, no
+    records, /metrics on a free port of its own."""
 
     name = "herdtrace exporter"
-    port = 0
 
     def start(self, pids: list[int], workdir: Path) -> None:
         from herdtrace.workloads.real_servers import free_port
