@@ -48,17 +48,19 @@ _WAITS = {name: (call, fd_arg, buf_arg) for name, call, fd_arg, buf_arg in LINUX
 _NUMBERS = SYSCALL_NUMBERS.get(platform.machine(), {})
 
 
-def _set_wait(leaf: Any, syscall: tuple[int, ...]) -> None:
+def _set_wait(leaf: Any, syscall: tuple[int, ...]) -> bool:
     """A thread already blocked in a wait when tracing starts: seed the kernel's state,
-    or its wakeup and return (a whole accept) would go unseen. Entry time unknown: 0."""
+    or its wakeup and return (a whole accept) would go unseen. Entry time unknown: 0.
+    Returns whether it was in a wait."""
     name = _NUMBERS.get(syscall[0]) if syscall else None
     if name is None:
-        return
+        return False
     call, fd_arg, buf_arg = _WAITS[name]
     args = syscall[1:]
     leaf.wait_call = int(call)
     leaf.wait_fd = ctypes.c_int32(args[fd_arg] & 0xFFFFFFFF).value
     leaf.accept_buf = args[buf_arg] if buf_arg >= 0 else 0
+    return True
 
 
 def thread_rows(infos: list[targets.ThreadInfo], ts: int) -> np.ndarray:
@@ -140,10 +142,23 @@ class Recorder:
             leaf.fork_ts = now_ns
             leaf.tgid = info.tgid
             leaf.parent = info.parent
-            _set_wait(leaf, info.syscall)
+            in_wait = _set_wait(leaf, info.syscall)
             if self.threads.add(info.tid, leaf):
                 added.append(info)
+                if not in_wait:
+                    self._catch_wait(info)
         return added
+
+    def _catch_wait(self, info: targets.ThreadInfo) -> None:
+        """A thread that entered a wait after /proc was read and before the kernel
+        traced it: the kernel missed the entry, and would miss every wakeup until the
+        wait returns (never, for a worker whose wakeups are all absorbed). /proc, read
+        again now that the kernel sees any new entry, gives the wait it is in."""
+        assert self.threads is not None
+        syscall = targets.read_syscall(info.tgid, info.tid)
+        state = self.threads.state(info.tid) if syscall else None
+        if state is not None and not state.wait_call and _set_wait(state, syscall):
+            self.threads.update(info.tid, state)
 
     def _trace_ports(self, ports: set[int]) -> None:
         assert self.ports is not None

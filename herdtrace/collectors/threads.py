@@ -53,6 +53,20 @@ class ThreadTable:
     def leaf(self) -> Any:
         return self.threads.Leaf()
 
+    def state(self, tid: int) -> Any | None:
+        """A copy of `tid`'s state in the kernel, None if it is not traced."""
+        slot = self.slots[self.slots.Key(tid)].value
+        if not slot:
+            return None
+        leaf = self.threads.Leaf.from_buffer_copy(self._map, (slot - 1) * self.size)
+        return leaf if leaf.tid == tid else None
+
+    def update(self, tid: int, leaf: Any) -> None:
+        """Write back a state read with `state` (a waking armed meanwhile is lost)."""
+        slot = self.slots[self.slots.Key(tid)].value
+        if slot:
+            self.threads[self.threads.Key(slot - 1)] = leaf
+
     def entries(self) -> Iterator[tuple[int, Any]]:
         """(tid, a copy of its state) of every traced thread."""
         for slot in np.flatnonzero(self._tids):

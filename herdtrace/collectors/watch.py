@@ -101,11 +101,20 @@ class Watcher(Recorder):
     def _discover(self, now_ns: int) -> list[targets.ThreadInfo]:
         """Scan for listeners; trace the threads of processes not traced yet."""
         self.inodes = _listening_inodes()
-        self.listeners = [lst for lst in listeners.scan(self._scope(), self.top.ports)
-                          if self._wanted(lst)]
-        fresh = sorted({pid for lst in self.listeners for pid in lst.pids} - self.traced_pids)
-        added = self._trace(targets.threads_of(fresh), now_ns)
-        self.traced_pids.update(fresh)
+        added: list[targets.ThreadInfo] = []
+        before: list[int] = []
+        # Twice when the first pass traced anything: a worker a holder forked, or a
+        # thread it started, while the pass traced it (before the kernel followed its
+        # forks) is caught by the second.
+        for _ in range(2):
+            self.listeners = [lst for lst in listeners.scan(self._scope(), self.top.ports)
+                              if self._wanted(lst)]
+            fresh = sorted({pid for lst in self.listeners for pid in lst.pids} - self.traced_pids)
+            if not fresh and not before:
+                break
+            added += self._trace(targets.threads_of(sorted({*before, *fresh})), now_ns)
+            self.traced_pids.update(fresh)
+            before = fresh
         self._trace_ports({lst.port for lst in self.listeners})
         return added
 
