@@ -44,8 +44,10 @@ class RecordingMeta:
     stop_reason: str | None = None  # signal, duration, target exited, recorder died, ...
     target: TargetMeta = field(default_factory=TargetMeta)
     attribution: str | None = None  # sk_data_ready, conn_state, solisten_wakeup or none
-    # How a wakeup's on-CPU time (cpu_ns) was measured: "sched_switch" (every switch
-    # in and out), "on-cpu to sleep" (DTrace: preemptions inside included); None: not
+    # How a wakeup's on-CPU time (cpu_ns) was measured: "sched_switch run time" (the
+    # kernel's run time of the thread, read at every switch in and out: schedstat's
+    # count, a VM's stolen time left out), "sched_switch" (the clock between those
+    # switches), "on-cpu to sleep" (DTrace: preemptions inside included); None: not
     # measured (schema < 4).
     cpu_time: str | None = None
     # What the kernel gave the probes and how herdtrace made up for the rest

@@ -183,8 +183,8 @@ FIELDS: tuple[Field, ...] = (
     Field("fd", "s32", "wakeup: fd argument of the wait (nfds for poll/select); accept: fd"),
     Field("ret", "s32", "wakeup: return of the woken wait; accept: new fd or -errno"),
     Field("cpu_ns", "u32", "wakeup: on-CPU time it led to, from its switch-in to the thread's "
-          "next switch-out into a wait (absorbed: back to sleep in the same wait); saturates "
-          "at 2^32-1 ns"),
+          "next switch-out into a wait (absorbed: back to sleep in the same wait), as metadata "
+          "cpu_time says it was taken; saturates at 2^32-1 ns"),
     Field("lport", "u16", "conn: local (listening) port; wakeup: the listener's, for listener wakeups"),
     Field("rport", "u16", "conn/accept: peer port"),
     Field("cpu", "u16", "CPU the record was made on (wakeup: the waker's)"),

@@ -422,7 +422,7 @@ class Recorder:
             base, target=target,
             probes=self.plan.methods if self.plan else {},
             attribution=self.plan.attribution if self.plan else None,
-            cpu_time="sched_switch",
+            cpu_time=self.plan.cpu_time if self.plan else "sched_switch",
             kernel_features=program.kernel_features(),
             probe_options={k: v for k, v in asdict(opts.probe).items() if k != "sk_key"},
             ringbuf_bytes=opts.probe.ringbuf_pages * os.sysconf("SC_PAGE_SIZE"),

@@ -156,7 +156,7 @@ class Watcher(Recorder):
         self.pending.clear()
         lost, misses = self._counts()
         meta = RecordingMeta(attribution=self.plan.attribution if self.plan else None,
-                             cpu_time="sched_switch",
+                             cpu_time=self.plan.cpu_time if self.plan else "sched_switch",
                              start_monotonic_ns=start_ns, end_monotonic_ns=end_ns,
                              lost_events=lost, probe_misses=misses)
         rec = load.recording_from_events(events, meta, Path("top"), "top")

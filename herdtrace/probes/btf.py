@@ -118,7 +118,7 @@ class Btf:
 
 
 def task_offsets(btf: Btf) -> dict[str, int]:
-    """Where a task's pid, sleep state and CPU live in this kernel's task_struct."""
+    """Where a task's pid, sleep state, CPU and run time live in this kernel's task_struct."""
     try:
         state = btf.offset("task_struct", "__state")  # 5.14+
     except BtfError:
@@ -127,8 +127,11 @@ def task_offsets(btf: Btf) -> dict[str, int]:
         cpu = btf.offset("task_struct", "thread_info") + btf.offset("thread_info", "cpu")
     except BtfError:
         cpu = btf.offset("task_struct", "cpu")
+    # se.sum_exec_runtime: the run time schedstat reports, with a vCPU's stolen time
+    # left out (every scheduling class keeps it in se).
     return {"TASK_PID_OFF": btf.offset("task_struct", "pid"), "TASK_STATE_OFF": state,
-            "TASK_CPU_OFF": cpu}
+            "TASK_CPU_OFF": cpu,
+            "TASK_RUNTIME_OFF": btf.offset("task_struct", "se", "sum_exec_runtime")}
 
 
 def sock_offsets(btf: Btf) -> dict[str, int]:

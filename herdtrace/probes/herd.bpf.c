@@ -187,6 +187,7 @@ struct traced_thread {
     u64 enter_ts;
     u64 accept_buf;     // user sockaddr pointer passed to accept
     u64 oncpu;          // on a CPU since (for the open wakeup's cpu_ns); 0: off CPU
+    u64 oncpu_rt;       // the kernel's run time of the thread then (raw sched_switch); 0: unknown
     u32 tid;            // whose slot this is (0: free)
     u32 tgid;           // 0 until the thread runs in its own context
     u32 parent;
@@ -503,14 +504,36 @@ static __always_inline void finish_wakeup(const struct herd_event *w) {
 #endif
 }
 
+static __always_inline void add_cpu(struct traced_thread *t, u64 spent) {
+    if (!t->pending)
+        return;
+    u64 sum = t->wakeup.cpu_ns + spent;
+    t->wakeup.cpu_ns = sum > 0xffffffffULL ? 0xffffffffU : (u32)sum;
+}
+
 // Own context: the open wakeup's on-CPU time up to `now` (the thread has been on a
-// CPU since t->oncpu), counted from `now` on for whatever comes next.
+// CPU since t->oncpu), counted from `now` on for whatever comes next. The kernel's
+// run time is read only at a switch: until then it moves the stint's start on by
+// the clock's time.
 static __always_inline void charge(struct traced_thread *t, u64 now) {
-    if (t->pending && t->oncpu) {
-        u64 sum = t->wakeup.cpu_ns + (now - t->oncpu);
-        t->wakeup.cpu_ns = sum > 0xffffffffULL ? 0xffffffffU : (u32)sum;
+    if (t->oncpu) {
+        add_cpu(t, now - t->oncpu);
+        if (t->oncpu_rt)
+            t->oncpu_rt += now - t->oncpu;
     }
     t->oncpu = now;
+}
+
+// Switched out at `now`, with the kernel's run time `rt` (0: not read): the stint's
+// time is the run time's step where both ends were read (what schedstat counts: the
+// switch's own part included, a vCPU's stolen time left out), else the clock's.
+static __always_inline void charge_stint(struct traced_thread *t, u64 now, u64 rt) {
+    if (rt && t->oncpu_rt)
+        add_cpu(t, rt > t->oncpu_rt ? rt - t->oncpu_rt : 0);
+    else
+        add_cpu(t, now - t->oncpu);
+    t->oncpu = 0;
+    t->oncpu_rt = 0;
 }
 
 // The outcome rule (also in schema.outcome_of for wakeups still open at the end).
@@ -891,8 +914,25 @@ static __always_inline void on_waking(u32 tid, const u8 *task, u16 classic_cpu) 
     k->armed = 1;
 }
 
+#ifdef RAW_SCHED
+// A task's run time as the kernel counts it (se.sum_exec_runtime): current for prev
+// at the switch tracepoint (updated as it left the run queue or was put back), and
+// for next, where it stopped when it last left a CPU.
+static __always_inline u64 task_runtime(const u8 *task) {
+    u64 ns = 0;
+    if (task)
+        bpf_probe_read_kernel(&ns, sizeof(ns), task + TASK_RUNTIME_OFF);
+    return ns;
+}
+#else
+#define task_runtime(task) 0
+#endif
+
 // A context switch (on that CPU): prev leaves in `state` (HERD_SLEPT_*), next arrives.
-static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
+// The tasks are given where the raw tracepoint hands them over (their run time is
+// read then), else 0.
+static __always_inline void on_switch(u32 prev, u8 state, u32 next,
+                                      const u8 *prev_task, const u8 *next_task) {
     // The hottest probe: one lookup per side, most of them misses.
     struct traced_thread *t = find(prev);
     if (ABLATE == ABLATE_FILTER) {
@@ -905,10 +945,8 @@ static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
     if (t && !frozen()) {
         announce(t, prev, bpf_get_current_pid_tgid() >> 32);
         now = bpf_ktime_get_ns();
-        if (t->oncpu) {  // off the CPU: the open wakeup's time stops here
-            charge(t, now);
-            t->oncpu = 0;
-        }
+        if (t->oncpu)  // off the CPU: the open wakeup's time stops here
+            charge_stint(t, now, task_runtime(prev_task));
         int asleep = state == HERD_SLEPT_INTR && t->wait_call;
         // Blocking again inside a wait ends the open wakeup: a woken wait that
         // never returned was absorbed.
@@ -927,6 +965,7 @@ static __always_inline void on_switch(u32 prev, u8 state, u32 next) {
         if (!now)
             now = bpf_ktime_get_ns();
         t->oncpu = now;
+        t->oncpu_rt = task_runtime(next_task);
         if (t->undecided || t->waking.armed || t->slept == HERD_SLEPT_INTR) {
             settle(t, now);
             if (t->waking.armed)
@@ -969,7 +1008,8 @@ RAW_TRACEPOINT_PROBE(sched_switch) {
     u8 state = ctx->args[0] ? HERD_SLEPT_NONE : slept_as((long)ctx->args[3]);
     // prev is still the current task here: its pid without a read of its task_struct.
     u32 prev = (u32)bpf_get_current_pid_tgid();
-    on_switch(prev, state, task_pid((const u8 *)ctx->args[2]));
+    const u8 *next = (const u8 *)ctx->args[2];
+    on_switch(prev, state, task_pid(next), (const u8 *)ctx->args[1], next);
     return 0;
 }
 #endif
@@ -983,7 +1023,7 @@ TRACEPOINT_PROBE(sched, sched_waking) {
 #if BEYOND_COUNTING
 TRACEPOINT_PROBE(sched, sched_switch) {
     ONLY_ATTACHED();
-    on_switch(args->prev_pid, slept_as(args->prev_state), args->next_pid);
+    on_switch(args->prev_pid, slept_as(args->prev_state), args->next_pid, 0, 0);
     return TP_RETURN;
 }
 #endif

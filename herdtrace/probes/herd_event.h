@@ -74,7 +74,7 @@ struct herd_event {
     u32 other_tgid; /* wakeup: waker process */
     s32 fd; /* wakeup: fd argument of the wait (nfds for poll/select); accept: fd */
     s32 ret; /* wakeup: return of the woken wait; accept: new fd or -errno */
-    u32 cpu_ns; /* wakeup: on-CPU time it led to, from its switch-in to the thread's next switch-out into a wait (absorbed: back to sleep in the same wait); saturates at 2^32-1 ns */
+    u32 cpu_ns; /* wakeup: on-CPU time it led to, from its switch-in to the thread's next switch-out into a wait (absorbed: back to sleep in the same wait), as metadata cpu_time says it was taken; saturates at 2^32-1 ns */
     u16 lport; /* conn: local (listening) port; wakeup: the listener's, for listener wakeups */
     u16 rport; /* conn/accept: peer port */
     u16 cpu; /* CPU the record was made on (wakeup: the waker's) */

@@ -68,6 +68,12 @@ class ProbePlan:
     methods: dict[str, str]
     attribution: str  # how causes were decided: "sk_data_ready" or "conn_state"
 
+    @property
+    def cpu_time(self) -> str:
+        """How each wakeup's cpu_ns is taken: the kernel's run time read at every
+        switch (raw sched_switch), else the clock between switches."""
+        return "sched_switch run time" if "-DRAW_SCHED" in self.cflags else "sched_switch"
+
 
 def largest_ringbuf_pages() -> int:
     """The largest ring this machine can give: the kernel caps a BPF ring's data at
@@ -234,9 +240,11 @@ def kernel_features() -> dict[str, str]:
                           "absent (Linux < 6.3): listener wakeups from the connection-state rule "
                           "(a child established on a traced listener, then the same task's "
                           "wakings on that CPU); record --no-connections unavailable"),
-        "raw_sched": ("raw tracepoints for sched_waking and sched_switch (BTF offsets)" if raw_sched
+        "raw_sched": ("raw tracepoints for sched_waking and sched_switch (BTF offsets); a "
+                      "wakeup's CPU time is the kernel's run time (stolen time left out)" if raw_sched
                       else "classic sched tracepoints (no BTF, or sched_switch without prev_state "
-                           "before Linux 5.18): each switch costs a copy of its fields"),
+                           "before Linux 5.18): each switch costs a copy of its fields, and a "
+                           "wakeup's CPU time is the clock's (a VM's stolen time included)"),
         "raw_net": ("raw tracepoints for the socket probes (BTF offsets of struct sock)" if raw_net
                     else "classic socket tracepoints: a listener is told by a time bound"),
         "epoll_pwait2": ("traced" if features.tracepoint_exists("syscalls:sys_enter_epoll_pwait2")

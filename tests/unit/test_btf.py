@@ -31,6 +31,9 @@ def test_task_offsets_match_bpftool() -> None:
     assert offsets["TASK_STATE_OFF"] == bpftool_member_offset("task_struct", "__state")
     cpu = bpftool_member_offset("task_struct", "thread_info") + bpftool_member_offset("thread_info", "cpu")
     assert offsets["TASK_CPU_OFF"] == cpu
+    runtime = bpftool_member_offset("task_struct", "se") + bpftool_member_offset(
+        "sched_entity", "sum_exec_runtime")
+    assert offsets["TASK_RUNTIME_OFF"] == runtime
 
 
 def test_raw_tracepoint_arguments() -> None:
