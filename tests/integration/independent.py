@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,15 +76,18 @@ class BpftraceCounter:
         self.proc = subprocess.Popen(["bpftrace", str(path)], stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if select.select([self.proc.stdout], [], [], 0.2)[0]:
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
+        # Blocking reads, bounded by a timer that kills it: select() on the pipe does
+        # not see lines already in the reader's buffer ("Attaching N probes" and
+        # "ready" arriving in one read, on a busy host, hid "ready" for the minute).
+        timer = threading.Timer(60, self.proc.kill)
+        timer.start()
+        try:
+            for line in self.proc.stdout:
                 if line.strip() == "ready":
                     self.start_ns = time.monotonic_ns()
                     return
+        finally:
+            timer.cancel()
         self.proc.kill()
         raise RuntimeError(f"bpftrace did not start: {self.proc.communicate()[0]}")
 
