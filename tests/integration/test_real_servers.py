@@ -189,10 +189,18 @@ def test_without_connections_the_herd_is_the_same(tmp_path: Path, name: str) -> 
     assert b.lost_events == 0 and b.accepts == REQUESTS
     assert b.herd_factor_basis == "listener"
     assert b.herd_factor is not None and low <= b.herd_factor <= high, b
-    # Listener wakeups are told from the listening socket's own state: the same ones.
-    assert b.listener_wakeups == a.listener_wakeups
-    assert b.listener_outcomes == a.listener_outcomes
-    assert b.threads_woken_per_connection == a.threads_woken_per_connection
+    # Listener wakeups are told from the listening socket's own state: the same ones,
+    # but for a few at the edge of the cause's 200 us window on a busy host, where
+    # the two recordings' programs read the clock apart and a vCPU may be taken
+    # away inside the waker's loop (seen: 1 of 2617, 4 of 2805, 1 of 3427).
+    assert a.listener_wakeups is not None and b.listener_wakeups is not None
+    edge = 0.002 * max(a.listener_wakeups, 1)
+    assert abs(b.listener_wakeups - a.listener_wakeups) <= edge, (b.listener_wakeups, a.listener_wakeups)
+    assert a.listener_outcomes is not None and b.listener_outcomes is not None
+    for outcome in set(a.listener_outcomes) | set(b.listener_outcomes):
+        assert abs(b.listener_outcomes.get(outcome, 0) - a.listener_outcomes.get(outcome, 0)) <= edge
+    assert a.threads_woken_per_connection is not None and b.threads_woken_per_connection is not None
+    assert b.threads_woken_per_connection == pytest.approx(a.threads_woken_per_connection, rel=0.002)
     # A peer's FIN wakes through sk_state_change, seen only by inet_sock_set_state:
     # such wakeups are "other" here, never another cause. Compared in the common
     # window: a wait still open when one recording stopped keeps a cause the other's
