@@ -75,7 +75,8 @@ mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug
 cd {ROOT}
 uname -r > {out}/release
 .venv/bin/herdtrace doctor --json > {out}/doctor.json 2> {out}/doctor.err
-HERDTRACE_REQUIRE_BPF=1 .venv/bin/python -m pytest -p no:cacheprovider -q -x --timeout 900 \\
+HERDTRACE_REQUIRE_BPF=1 HERDTRACE_ATTACH_TIMEOUT_S=600 \\
+  .venv/bin/python -m pytest -p no:cacheprovider -q -x --timeout 900 \\
   --junitxml={out}/junit.xml {nodes} > {out}/pytest.log 2>&1
 echo $? > {out}/rc
 """

@@ -21,7 +21,9 @@ from herdtrace.workloads.loadgen import LoadOptions, LoadResult, run_load
 from herdtrace.workloads.pipes import lines_within
 from herdtrace.workloads.server import ServerOptions
 
-ATTACH_TIMEOUT_S = 60.0
+# How long the recorder may take to compile and attach: seconds here, minutes on an
+# emulated CPU (make test-kernels boots its guests under qemu's TCG and raises it).
+ATTACH_TIMEOUT_S = float(os.environ.get("HERDTRACE_ATTACH_TIMEOUT_S", "60"))
 
 
 def record_argv(pid: int, output: Path, extra: tuple[str, ...] = ()) -> list[str]:
