@@ -21,9 +21,23 @@ from herdtrace.workloads.loadgen import LoadOptions, LoadResult, run_load
 from herdtrace.workloads.pipes import lines_within
 from herdtrace.workloads.server import ServerOptions
 
-# How long the recorder may take to compile and attach: seconds here, minutes on an
-# emulated CPU (make test-kernels boots its guests under qemu's TCG and raises it).
-ATTACH_TIMEOUT_S = float(os.environ.get("HERDTRACE_ATTACH_TIMEOUT_S", "60"))
+ATTACH_TIMEOUT_S = 60.0
+
+
+def attach_timeout_s() -> float:
+    """How long the recorder may take to compile and attach: seconds here, minutes on
+    an emulated CPU (make test-kernels boots its guests under qemu's TCG and sets
+    HERDTRACE_ATTACH_TIMEOUT_S)."""
+    raw = os.environ.get("HERDTRACE_ATTACH_TIMEOUT_S")
+    if raw is None:
+        return ATTACH_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise HerdtraceError(f"HERDTRACE_ATTACH_TIMEOUT_S must be a positive number of seconds, got {raw!r}")
+    return value
 
 
 def record_argv(pid: int, output: Path, extra: tuple[str, ...] = ()) -> list[str]:
@@ -53,7 +67,7 @@ class RecordingProcess:
         return False
 
     def _await_ready(self) -> None:
-        if self._read_until(READY_LINE, ATTACH_TIMEOUT_S):
+        if self._read_until(READY_LINE, attach_timeout_s()):
             return
         self.proc.kill()
         self.proc.wait()
