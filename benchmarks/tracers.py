@@ -171,6 +171,7 @@ class Exporter(_Process):
     records, /metrics on a free port of its own."""
 
     name = "herdtrace exporter"
+    extra: tuple[str, ...] = ()
 
     def start(self, pids: list[int], workdir: Path) -> None:
         from herdtrace.workloads.real_servers import free_port
@@ -178,7 +179,7 @@ class Exporter(_Process):
         self.metrics_port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "herdtrace", "exporter", "--web.listen-address",
-             f"127.0.0.1:{self.metrics_port}", "-p", str(pids[0])],
+             f"127.0.0.1:{self.metrics_port}", "-p", str(pids[0]), *self.extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._wait_for("herdtrace: counting", stream=self.proc.stderr)
 
@@ -187,6 +188,12 @@ class Exporter(_Process):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
         return {}
+
+
+def exporter_ablated(level: str) -> type[Exporter]:
+    """The exporter's probes, each cut back to `level` (see ABLATE in herd.bpf.c)."""
+    return type(f"Exporter_{level}", (Exporter,),
+                {"name": f"exporter, {level}", "extra": ("--ablate", level)})
 
 
 class Bpftrace(_Process):

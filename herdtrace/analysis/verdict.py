@@ -134,10 +134,13 @@ def judge_from(s: metrics.Summary, ev: Evidence) -> Verdict:
     if how:
         text += f" (the workers wait in {how})"
     if s.wasted_cpu_us_per_connection is not None:
+        # A floor: the herd also slows the wakeup that accepts, and tracing itself
+        # shifts idle workers from EAGAIN to absorbed (docs/servers.md, the price).
         text += f"; woken for nothing they burn {s.wasted_cpu_us_per_connection:.1f} µs of CPU " \
                 "per connection"
         if s.wasted_cores is not None:
             text += f", {s.wasted_cores:.4f} cores at this rate"
+        text += " (a floor of the herd's cost: a before/after gives all of it)"
     own = server_fixes(ev.identity)
     if not any(f.kind in (SETTING, NONE) for f in own):
         text += (f"; {describe(ev.identity)} has no setting known and proven to remove it, so "

@@ -32,6 +32,7 @@ def exporter_command(
     comm: Annotated[list[str] | None, typer.Option("--comm", metavar="NAME", show_default=False, help="Only listeners held by processes of this name (repeatable).")] = None,
     interval: Annotated[float, typer.Option(metavar="SECONDS", help="How often the kernel's counts are read and new listeners looked for.")] = 1.0,
     max_listeners: Annotated[int, typer.Option(metavar="N", help="Listening ports counted at once (kernel memory: ~0.4 KiB a port per CPU); more are counted in herdtrace_exporter_uncounted_total.")] = 4096,
+    ablate: Annotated[str | None, typer.Option(hidden=True, help="bench-exporter only: empty or filter (counts nothing).")] = None,
 ) -> None:
     """Serve every TCP listener's herd as Prometheus metrics at /metrics.
 
@@ -68,7 +69,7 @@ def exporter_command(
     opts = aggregate.ExporterOptions(
         interval_s=interval, ports=tuple(port or ()), pids=tuple(pid or ()), comms=tuple(comm or ()),
         probe=program.ProbeOptions(aggregate=True, ringbuf_pages=1, max_listeners=max_listeners,
-                                   connections=not program.connections_optional()))
+                                   connections=not program.connections_optional(), ablate=ablate))
 
     def serve(source: Callable[[], Snapshot | None]) -> None:
         served.source = source

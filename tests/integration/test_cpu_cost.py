@@ -42,9 +42,15 @@ class Runs:
         return statistics.mean(values)
 
 
-def served(mode: str, out: Path | None) -> tuple[float, metrics.Summary | None]:
-    """Server on-CPU µs per connection over K connections (schedstat), and the
-    recording's summary when `out` is given."""
+@dataclass
+class Served:
+    us_per_conn: float  # the server's on-CPU µs per connection (schedstat)
+    eagain_per_conn: float  # accept() EAGAINs per connection, as the lab counted them
+    summary: metrics.Summary | None  # the recording's, when one was made
+
+
+def served(mode: str, out: Path | None) -> Served:
+    """The lab serving K sequential connections in `mode`, recorded into `out` if given."""
     with LabServer(ServerOptions(mode=mode, workers=4, port=0)) as srv:
         rec = RecordingProcess(srv.pid, out, ()) if out else None
         time.sleep(0.3)  # every worker in its wait
@@ -58,7 +64,7 @@ def served(mode: str, out: Path | None) -> tuple[float, metrics.Summary | None]:
             rec.wait()
     assert result.completed == K and truth.accepts == K
     summary = metrics.summarize(load.load_recording(out)) if out else None
-    return (after - before) / K / 1e3, summary
+    return Served((after - before) / K / 1e3, truth.eagain / K, summary)
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +73,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Runs]:
     out = {mode: Runs([], []) for mode in MODES}
     for i in range(UNTRACED_ROUNDS):
         for mode in MODES:
-            out[mode].untraced.append(served(mode, None)[0])
+            out[mode].untraced.append(served(mode, None).us_per_conn)
             if i < TRACED_ROUNDS:
-                traced, summary = served(mode, tmp / f"{mode}-{i}.parquet")
-                assert summary is not None
-                out[mode].traced.append((traced, summary))
+                traced = served(mode, tmp / f"{mode}-{i}.parquet")
+                assert traced.summary is not None
+                out[mode].traced.append((traced.us_per_conn, traced.summary))
     return out
 
 
