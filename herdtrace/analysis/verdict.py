@@ -124,7 +124,10 @@ def judge_from(s: metrics.Summary, ev: Evidence) -> Verdict:
     if measure is None or measure <= HERD_ABOVE:
         what = (f"{woken:.2f} threads woken per connection" if woken is not None
                 else f"herd factor {factor:.2f}")
-        return Verdict("no-herd", f"no herd: {what}, wake-one{basis}{busy}",
+        # One thread woken for every connection (waitress, daphne: a single event loop
+        # accepts) is not a wake-one mechanism at work: say what was seen.
+        single = "one thread took every connection" if s.workers == 1 else "wake-one"
+        return Verdict("no-herd", f"no herd: {what}, {single}{basis}{busy}",
                        server=ev.identity, saturated=saturated)
     idle = s.idle_fraction or 0.0
     eagain = s.eagain_per_accept or 0.0

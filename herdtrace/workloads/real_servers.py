@@ -244,6 +244,28 @@ def granian(workdir: Path, workers: int = 4) -> contextlib.AbstractContextManage
     return _foreground("granian --workers", argv, port, workers, signal.SIGTERM)
 
 
+def waitress(workdir: Path, threads: int = 4) -> contextlib.AbstractContextManager[RunningServer]:
+    """waitress-serve --threads N: one process whose main thread polls the listener and
+    every connection (its own asyncore loop) and hands requests to N task threads."""
+    port = free_port()
+    exe = python_tool("waitress-serve")
+    if exe is None:
+        raise HerdtraceError("waitress is not installed (make setup installs it)")
+    argv = [exe, "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads),
+            "herd_app:wsgi"]
+    return _foreground("waitress", argv, port, 0, signal.SIGTERM, cwd=_app(workdir))
+
+
+def daphne(workdir: Path) -> contextlib.AbstractContextManager[RunningServer]:
+    """daphne: one process, one Twisted reactor (epoll) that accepts and serves."""
+    port = free_port()
+    exe = python_tool("daphne")
+    if exe is None:
+        raise HerdtraceError("daphne is not installed (make setup installs it)")
+    argv = [exe, "-b", "127.0.0.1", "-p", str(port), "herd_app:asgi"]
+    return _foreground("daphne", argv, port, 0, signal.SIGTERM, cwd=_app(workdir))
+
+
 def node_cluster(workdir: Path, workers: int = 4,
                  policy: str = "none") -> contextlib.AbstractContextManager[RunningServer]:
     """A Node.js cluster of `workers` HTTP workers. NODE_CLUSTER_SCHED_POLICY=none: every

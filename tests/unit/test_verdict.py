@@ -135,6 +135,18 @@ def test_wake_one_has_no_herd_and_no_fix(tmp_path: Path) -> None:
     assert v.text == "no herd: 1.00 threads woken per connection, wake-one"
 
 
+def test_one_thread_taking_every_connection_is_not_called_wake_one(tmp_path: Path) -> None:
+    b = Builder().thread(10, 10, 1, "waitress-serve").thread(11, 11, 10, "waitress-serve")
+    for c in range(3):
+        t0 = 1000 * (c + 1)
+        b.conn(t0, c + 1, rport=40000 + c)
+        b.wakeup(t0 + 10, 11, A, oncpu=t0 + 50, conn_id=c + 1, call=WaitCall.POLL, accepts=1)
+        b.accept(t0 + 100, 11, 5, rport=40000 + c)
+    v = verdict_of(b, tmp_path)
+    assert v.level == "no-herd" and v.fixes == ()
+    assert v.text == "no herd: 1.00 threads woken per connection, one thread took every connection"
+
+
 def test_nothing_accepted_is_not_judged(tmp_path: Path) -> None:
     b = Builder().thread(10, 10, 1, "srv").wakeup(100, 10, Outcome.OTHER)
     assert verdict_of(b, tmp_path).level == "unknown"
