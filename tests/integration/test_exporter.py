@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 
 from herdtrace.analysis import load, metrics
-from herdtrace.bench.runner import RecordingProcess
+from herdtrace.bench.runner import RecordingProcess, attach_timeout_s
 from herdtrace.workloads import real_servers
+from herdtrace.workloads.lab import LabServer
+from herdtrace.workloads.loadgen import LoadOptions, run_load
 from herdtrace.workloads.pipes import lines_within
+from herdtrace.workloads.server import ServerOptions
 from tests.integration.test_real_servers import ab
 
 REQUESTS = 1000
@@ -52,7 +55,7 @@ class Exporter:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert self.proc.stderr is not None
         self.lines: list[str] = []
-        for line in lines_within(self.proc.stderr, 60):
+        for line in lines_within(self.proc.stderr, attach_timeout_s()):
             self.lines.append(line.rstrip())
             if line.startswith("herdtrace: counting"):
                 return
@@ -187,6 +190,37 @@ def bpf_programs() -> set[int]:
     out = subprocess.run(["bpftool", "prog", "list", "--json"], capture_output=True, text=True,
                          check=True)
     return {p["id"] for p in json.loads(out.stdout)}
+
+
+def test_in_kernel_counts_are_the_labs_own(tmp_path: Path) -> None:
+    """The exporter's counters against the lab's ground truth, exactly: the accepts
+    and EAGAINs it counted itself. Also run inside Linux 6.1 (make test-kernels),
+    where the listener's wakings are told by the connection-state rule."""
+    with LabServer(ServerOptions(mode="epoll-shared", workers=4, port=0)) as srv:
+        exporter = Exporter(real_servers.free_port(), "-P", str(srv.port))
+        try:
+            time.sleep(1.0)  # every worker traced and in its wait
+            result = run_load(LoadOptions(port=srv.port, concurrency=1, connections=300))
+            listener = f"127.0.0.1:{srv.port}"
+            deadline = time.time() + 30  # the next reads of the kernel's counts
+            while True:
+                samples = exporter.scrape()
+                found = [k for k in samples if k.startswith("herdtrace_accepts_total{")]
+                accepts = series(samples, "herdtrace_accepts_total", listener) if found else 0
+                if accepts >= result.completed or time.time() > deadline:
+                    break
+                time.sleep(0.5)
+            truth = srv.stop()
+        finally:
+            assert exporter.stop() == 0
+    assert result.completed == truth.accepts == 300
+    assert accepts == truth.accepts
+    assert series(samples, "herdtrace_accept_eagain_total", listener) == truth.eagain
+    assert samples["herdtrace_exporter_lost_events_total"] == 0
+    wakeups = series(samples, "herdtrace_listener_wakeups_total", listener)
+    idle = series(samples, "herdtrace_idle_wakeups_total", listener)
+    assert wakeups >= 1.5 * truth.accepts  # the herd, one connection at a time
+    assert truth.eagain <= idle <= wakeups - truth.accepts + 0.01 * wakeups
 
 
 def test_rides_out_a_crash_a_restart_a_full_map_and_stops_clean(tmp_path: Path) -> None:

@@ -187,6 +187,10 @@ def test_without_connections_the_herd_is_the_same(tmp_path: Path, name: str) -> 
     for window in seen.values():
         assert close(window["listener_wakeups"], counts.listener_wakings, 0.02)
     assert b.lost_events == 0 and b.accepts == REQUESTS
+    for rec in (whole, part):  # the traced listener's, never another server's
+        w = rec.wakeups
+        ports = set(w.loc[w["cause"] == "listener", "lport"].unique())
+        assert ports <= set(rec.meta.target.listen_ports), ports
     assert b.herd_factor_basis == "listener"
     assert b.herd_factor is not None and low <= b.herd_factor <= high, b
     # Listener wakeups are told from the listening socket's own state: the same ones,
@@ -199,8 +203,15 @@ def test_without_connections_the_herd_is_the_same(tmp_path: Path, name: str) -> 
     assert a.listener_outcomes is not None and b.listener_outcomes is not None
     for outcome in set(a.listener_outcomes) | set(b.listener_outcomes):
         assert abs(b.listener_outcomes.get(outcome, 0) - a.listener_outcomes.get(outcome, 0)) <= edge
-    assert a.threads_woken_per_connection is not None and b.threads_woken_per_connection is not None
-    assert b.threads_woken_per_connection == pytest.approx(a.threads_woken_per_connection, rel=0.002)
+    # Threads woken per connection: each of those wakeups may be a readiness event of
+    # its own in one recording (one more pair, one more connection), which moves the
+    # ratio by up to (1 + ratio) / connections: 0.24% for one such wakeup on uvicorn
+    # (3390 wakeups, 999 events against 3389 and 998: a listener's sk_data_ready that
+    # the full recording's connection rule did not tie to a child it saw).
+    twpc_a, twpc_b = a.threads_woken_per_connection, b.threads_woken_per_connection
+    assert twpc_a is not None and twpc_b is not None
+    differing = max(1, abs(b.listener_wakeups - a.listener_wakeups))
+    assert abs(twpc_b - twpc_a) <= differing * (1 + twpc_a) / REQUESTS, (twpc_b, twpc_a)
     # A peer's FIN wakes through sk_state_change, seen only by inet_sock_set_state:
     # such wakeups are "other" here, never another cause. Compared in the common
     # window: a wait still open when one recording stopped keeps a cause the other's
