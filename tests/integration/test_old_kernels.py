@@ -13,6 +13,7 @@ import pytest
 
 from herdtrace.analysis import load
 from herdtrace.bench.runner import RunSpec, run_once
+from tests.integration.test_exporter import check_counts_against_the_lab
 from tests.integration.test_record import CONNECTIONS, check_against_truth
 
 # What Linux 5.10 and 5.15 lack of what herdtrace uses (README: Kernels).
@@ -36,6 +37,13 @@ def test_an_older_kernels_degraded_mode_still_matches_ground_truth(
     if "recursion_misses" in hide:
         assert meta.probe_misses is None
         assert meta.kernel_features["epoll_pwait2"].startswith("absent")
+
+
+@pytest.mark.parametrize("hide", [LINUX_5_10, LINUX_5_15], ids=["5.10", "5.15"])
+def test_an_older_kernels_exporter_still_counts_the_labs_own(
+        hide: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERDTRACE_HIDE_FEATURES", hide)  # the exporter inherits it
+    check_counts_against_the_lab()
 
 
 def test_without_a_ring_buffer_record_refuses_in_one_line(tmp_path: Path) -> None:
