@@ -178,5 +178,19 @@ def run(series: list[str]) -> int:
     return 1 if failed else 0
 
 
+def only(args: list[str]) -> list[str]:
+    """`--only LABEL[,LABEL]`: run these of CHECKS alone (a quicker look at one)."""
+    if "--only" not in args:
+        return args
+    i = args.index("--only")
+    wanted = set(args[i + 1].split(",")) if i + 1 < len(args) else set()
+    unknown = wanted - set(CHECKS)
+    if not wanted or unknown:
+        raise SystemExit(f"test-kernels: --only takes labels of {', '.join(CHECKS)}")
+    for label in [c for c in CHECKS if c not in wanted]:
+        del CHECKS[label]
+    return args[:i] + args[i + 2:]
+
+
 if __name__ == "__main__":
-    raise SystemExit(run(sys.argv[1:] or ["6.1", "6.12"]))
+    raise SystemExit(run(only(sys.argv[1:]) or ["6.1", "6.12"]))

@@ -111,6 +111,17 @@
 // scheduler's own locks between a waking and the woken thread's next run).
 #define compiler_barrier() asm volatile("" ::: "memory")
 
+// An array index no larger than `last`, in a form Linux 6.1's verifier follows: the
+// compiler otherwise bounds one zero-extended copy of a u32 index and indexes with
+// another, which 6.1 rejects ("unbounded memory access": the exporter and top did
+// not load there). The empty asm makes the bounded register the one used.
+static __always_inline u64 index_upto(u64 i, u64 last) {
+    if (i > last)
+        i = last;
+    asm volatile("" : "+r"(i));  // 64-bit: no zero-extended copy to bound instead
+    return i <= last ? i : 0;
+}
+
 #ifdef RAW_SCHED
 // A task's CPU and sleep state: one read where they are neighbours (a helper call
 // costs more than the bytes), as in Linux 5.14+, else one each.
@@ -350,7 +361,7 @@ static __always_inline void readiness_close(u16 port, u32 woken) {
         return;
     n->readiness++;
     n->woken_sum += woken;
-    n->woken[woken < WOKEN_BUCKETS ? woken : WOKEN_BUCKETS - 1]++;
+    n->woken[index_upto(woken, WOKEN_BUCKETS - 1)]++;
 }
 
 static __always_inline void readiness_open(u16 *agg_port, u32 *agg_woken, u16 port) {
@@ -486,7 +497,7 @@ static __always_inline void finish_wakeup(const struct herd_event *w) {
         return;
     n->wakeups++;
     n->cpu_ns += w->cpu_ns;
-    n->by_call[w->wait_call < CALLS ? w->wait_call : 0]++;
+    n->by_call[w->wait_call < CALLS ? index_upto(w->wait_call, CALLS - 1) : 0]++;
     if (w->outcome == HERD_OUTCOME_ABSORBED || w->outcome == HERD_OUTCOME_EAGAIN) {
         n->idle++;
         n->idle_cpu_ns += w->cpu_ns;
@@ -496,7 +507,7 @@ static __always_inline void finish_wakeup(const struct herd_event *w) {
     if (w->oncpu_ts > w->ts) {
         u64 lat = w->oncpu_ts - w->ts;
         u32 b = bpf_log2l(lat);
-        n->latency[b < LATENCY_BUCKETS ? b : LATENCY_BUCKETS - 1]++;
+        n->latency[index_upto(b, LATENCY_BUCKETS - 1)]++;
         n->latency_ns += lat;
     }
 #else
