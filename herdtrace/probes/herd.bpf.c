@@ -783,16 +783,16 @@ static __always_inline u8 ready_cause_of(struct net_cause *c) {
     u64 skaddr = c->ready_raw;
     c->ready_sk = sk_id((const void *)skaddr);
 #ifdef NO_CONNECTIONS
-    // No connection table: a traced listening socket is read as such, and each of
-    // its readiness events (one per child queued: tcp_child_process) gets the next
+    // No connection table: a listening socket is read as such, and each of its
+    // readiness events (one per child queued: tcp_child_process) gets the next
     // connection id; a socket on a traced listener's port is one of its connections.
-    // Another server's listener is just a socket: a timer's waking, in an interrupt
-    // while that server's client ran, was taken for the traced listener's.
+    // Any listening socket, traced or not: a server started by `-- CMD` listens
+    // before its port is read from /proc (docs/DESIGN-DECISIONS.md, sixteenth
+    // session, on what that lets through).
     struct sk_head h = {};
     read_sk_head((const u8 *)skaddr, &h);
     u16 port = h.num;
-    int traced = traced_port(port);
-    if (h.state == ST_LISTEN && traced) {
+    if (h.state == ST_LISTEN) {
         // Ids from this CPU's own count (no shared counter to contend for): unique
         // per recording, below the 2^40 analysis adds per combined recording.
         c->ready_cause = HERD_CAUSE_LISTENER;
@@ -802,7 +802,7 @@ static __always_inline u8 ready_cause_of(struct net_cause *c) {
         readiness_open(&c->agg_port, &c->agg_woken, port);
 #endif
     } else {
-        c->ready_cause = traced && h.state != ST_LISTEN ? HERD_CAUSE_CONNECTION : HERD_CAUSE_SOCKET;
+        c->ready_cause = traced_port(port) ? HERD_CAUSE_CONNECTION : HERD_CAUSE_SOCKET;
         c->ready_conn = 0;
         c->ready_port = 0;
     }

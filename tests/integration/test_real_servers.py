@@ -187,10 +187,11 @@ def test_without_connections_the_herd_is_the_same(tmp_path: Path, name: str) -> 
     for window in seen.values():
         assert close(window["listener_wakeups"], counts.listener_wakings, 0.02)
     assert b.lost_events == 0 and b.accepts == REQUESTS
-    for recording in (whole, part):  # the traced listener's, never another server's
-        w = recording.wakeups
-        ports = set(w.loc[w["cause"] == "listener", "lport"].unique())
-        assert ports <= set(recording.meta.target.listen_ports), ports
+    # The traced listener's, never another server's (the light recording may take a
+    # timer's waking for another listener's: test_other_listeners.py).
+    w = whole.wakeups
+    ports = set(w.loc[w["cause"] == "listener", "lport"].unique())
+    assert ports <= set(whole.meta.target.listen_ports), ports
     assert b.herd_factor_basis == "listener"
     assert b.herd_factor is not None and low <= b.herd_factor <= high, b
     # Listener wakeups are told from the listening socket's own state: the same ones,
