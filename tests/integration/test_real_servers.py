@@ -31,9 +31,10 @@ SERVERS: dict[str, tuple[ServerFactory, tuple[float, float], str | None]] = {
     "nginx-accept-mutex-off": (lambda wd: real_servers.nginx(wd, accept_mutex=False),
                                (0.95, 1.05), "epoll-exclusive"),
     # gunicorn's sync worker accepts again after serving, so a connection that comes
-    # before it is back in select() wakes one fewer: 2.4-3.5 on a quiet host, down
-    # to 2.2 on a busy one.
-    "gunicorn-sync": (real_servers.gunicorn, (2.0, 4.5), None),
+    # before it is back in select() wakes one fewer: 2.2-3.5 seen, and 1.94-1.98 in
+    # a fresh clone's CI run, where serving was fast enough to catch more of them.
+    # Wake-one reads 1.00: the bound tells a herd from it, not how big.
+    "gunicorn-sync": (real_servers.gunicorn, (1.5, 4.5), None),
     "uvicorn-workers": (real_servers.uvicorn, (2.5, 4.5), "epoll-shared"),
     "hypercorn-workers": (real_servers.hypercorn, (1.8, 4.5), "epoll-shared"),
     # granian's workers each open their own socket (SO_REUSEPORT), and one wakeup may

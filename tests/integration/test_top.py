@@ -72,7 +72,7 @@ def test_top_finds_both_servers_and_their_herds(tmp_path: Path) -> None:
         assert accepts == REQUESTS, (port, accepts)  # what ab sent, interval by interval
         totals[port] = woken / accepts
     assert 0.95 <= totals[nginx.port] <= 1.05, totals
-    assert totals[gunicorn.port] >= 2.0, totals  # its herd: test_real_servers' SERVERS
+    assert totals[gunicorn.port] >= 1.5, totals  # its herd: test_real_servers' SERVERS
     modes = {row["port"]: row["mode"] for row in rows if row["accepts"]}
     assert modes == {nginx.port: "reuseport", gunicorn.port: "select"}
     # The recording -o wrote, split by listener the same way, gives the same herds.
