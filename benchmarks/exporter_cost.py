@@ -84,10 +84,10 @@ def one(kind: type[tracers.Tracer], target: str, seconds: float) -> dict[str, fl
     per_program: dict[str, float] = {}
     runs = 0
     for p in own:
-        name = after[p][0]
-        per_program[name] = per_program.get(name, 0.0) + (
-            after[p][2] - before.get(p, ("", 0, 0))[2]) / max(done, 1)
-        runs += after[p][1] - before.get(p, ("", 0, 0))[1]
+        name, runs_now, ns_now = after[p]
+        _, runs_then, ns_then = before.get(p, ("", 0, 0))
+        per_program[name] = per_program.get(name, 0.0) + (ns_now - ns_then) / max(done, 1)
+        runs += runs_now - runs_then
     return {"conn_per_s": done / took, "bpf_ns_per_conn": sum(per_program.values()),
             "runs_per_conn": runs / max(done, 1),
             "user_cores": (tracer.cpu_s or 0.0) / took,

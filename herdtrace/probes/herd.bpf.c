@@ -116,10 +116,8 @@
 // another, which 6.1 rejects ("unbounded memory access": the exporter and top did
 // not load there). The empty asm makes the bounded register the one used.
 static __always_inline u64 index_upto(u64 i, u64 last) {
-    if (i > last)
-        i = last;
     asm volatile("" : "+r"(i));  // 64-bit: no zero-extended copy to bound instead
-    return i <= last ? i : 0;
+    return i < last ? i : last;
 }
 
 #ifdef RAW_SCHED
